@@ -1,0 +1,173 @@
+"""The method registry: `register`, `list_methods`, `build`, in the style of timm's registry.
+
+A method is a frozen dataclass (its config) with a ``select(sample, budget) -> Selection`` method that
+calls a pure tensor function. `build` validates the name, the keywords and the budget, and returns a
+`Compressor`, which runs the method over a padded batch sample by sample.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from vtc.core.budget import Budget
+from vtc.core.selection import Sample, Selection, assemble, split_samples
+from vtc.core.types import SIGNALS, Compressed, VisualTokens
+
+STAGES = ("encoder", "projector", "llm")
+
+
+class Method(Protocol):
+    def select(self, sample: Sample, budget: Budget) -> Selection: ...
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the registry knows about a method.
+
+    ``signals``: inputs it needs beyond features; ``optional_signals``: inputs it uses when present.
+    ``video``: uses the frame structure of the grid (every method accepts videos as token sets).
+    ``static_count``: the output count follows from the grid and budget alone (not the content).
+    ``score_based``: ranks tokens by a mass, so ``budget="coverage:p"`` works.
+    ``adaptive``: chooses its own count when no budget (or ``budget="adaptive"``) is given.
+    """
+
+    name: str
+    stage: str
+    signals: tuple[str, ...]
+    optional_signals: tuple[str, ...]
+    trainable: bool
+    video: bool
+    static_count: bool
+    score_based: bool
+    adaptive: bool
+    summary: str
+    paper: str
+    config: type
+
+    @property
+    def kwargs(self) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(self.config))
+
+
+_REGISTRY: dict[str, MethodInfo] = {}
+
+
+def register(
+    name: str,
+    *,
+    paper: str,
+    stage: str = "projector",
+    signals: tuple[str, ...] = (),
+    optional_signals: tuple[str, ...] = (),
+    trainable: bool = False,
+    video: bool = False,
+    static_count: bool = True,
+    score_based: bool = False,
+    adaptive: bool = False,
+) -> Callable[[type], type]:
+    """Class decorator adding a frozen-dataclass method config to the registry under ``name``."""
+    if stage not in STAGES:
+        raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
+    for s in signals + optional_signals:
+        if s not in SIGNALS:
+            raise ValueError(f"signals: expected names from {SIGNALS}, got {s!r}")
+
+    def wrap(cls: type) -> type:
+        if not dataclasses.is_dataclass(cls) or not cls.__dataclass_params__.frozen:
+            raise TypeError(f"{cls.__name__}: register a frozen dataclass")
+        if name in _REGISTRY and _REGISTRY[name].config is not cls:
+            raise ValueError(f"method {name!r} is already registered")
+        summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        _REGISTRY[name] = MethodInfo(
+            name,
+            stage,
+            signals,
+            optional_signals,
+            trainable,
+            video,
+            static_count,
+            score_based,
+            adaptive,
+            summary,
+            paper,
+            cls,
+        )
+        return cls
+
+    return wrap
+
+
+def _load_builtin() -> None:
+    import vtc.methods  # noqa: F401  (registers the built-in methods)
+
+
+def list_methods() -> list[MethodInfo]:
+    """Every registered method, sorted by name."""
+    _load_builtin()
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def get_info(name: str) -> MethodInfo:
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(_REGISTRY))}")
+    return _REGISTRY[name]
+
+
+class Compressor:
+    """A built method with its budget; call it on `VisualTokens` to get `Compressed`."""
+
+    def __init__(self, info: MethodInfo, config: Method, budget: Budget) -> None:
+        self.info = info
+        self.config = config
+        self.budget = budget
+
+    def __repr__(self) -> str:
+        return f"Compressor({self.config!r}, budget={self.budget})"
+
+    def __call__(self, tokens: VisualTokens) -> Compressed:
+        if not isinstance(tokens, VisualTokens):
+            raise ValueError(f"tokens: expected vtc.VisualTokens, got {type(tokens).__name__}")
+        missing = [s for s in self.info.signals if getattr(tokens, s) is None]
+        if missing:
+            raise ValueError(
+                f"{self.info.name}: needs signal(s) {', '.join(missing)} in VisualTokens; "
+                f"methods that need none: {', '.join(_methods_without(missing))}"
+            )
+        selections = [self.config.select(sample, self.budget) for sample in split_samples(tokens)]
+        return assemble(tokens, selections, self.info.name)
+
+
+def _methods_without(signals: list[str]) -> list[str]:
+    return [m.name for m in list_methods() if not set(signals) & set(m.signals)]
+
+
+def build(
+    name: str,
+    *,
+    ratio: float | None = None,
+    count: int | None = None,
+    budget: str | Budget | None = None,
+    **kwargs: Any,
+) -> Compressor:
+    """Build method ``name`` with a budget (``ratio=``, ``count=`` or ``budget=``) and its own kwargs."""
+    info = get_info(name)
+    unknown = sorted(set(kwargs) - set(info.kwargs))
+    if unknown:
+        accepted = ", ".join(info.kwargs) or "none"
+        raise ValueError(f"{name}: unknown argument(s) {', '.join(unknown)}; accepted: {accepted}")
+    parsed = Budget.parse(ratio=ratio, count=count, budget=budget)
+    if parsed is None:
+        if not info.adaptive:
+            raise ValueError(f"{name}: needs a budget: ratio= in (0, 1], count= >= 1, or budget='coverage:P'")
+        parsed = Budget("adaptive")
+    if parsed.kind == "coverage" and not info.score_based:
+        scored = [m.name for m in list_methods() if m.score_based]
+        raise ValueError(f"{name}: budget 'coverage:P' needs a score-based method: {', '.join(scored)}")
+    if parsed.kind == "adaptive" and not info.adaptive:
+        adaptive = [m.name for m in list_methods() if m.adaptive]
+        raise ValueError(f"{name}: budget 'adaptive' needs an adaptive method: {', '.join(adaptive)}")
+    return Compressor(info, info.config(**kwargs), parsed)

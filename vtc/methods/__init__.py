@@ -1,0 +1,15 @@
+"""Built-in methods; importing this package registers them. One method per module."""
+
+from vtc.methods import (  # noqa: F401
+    cls_attention,
+    dart,
+    divprune,
+    hiprune,
+    pool,
+    prumerge,
+    prumerge_plus,
+    random,
+    tome,
+    uniform,
+    visionzip,
+)

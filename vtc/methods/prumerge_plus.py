@@ -1,0 +1,76 @@
+"""``prumerge_plus``: PruMerge's attention outliers plus spatially uniform samples, then merging.
+
+Shang et al., "LLaVA-PruMerge: Adaptive Token Reduction for Efficient Large Multimodal Models"
+(arXiv:2403.15388), PruMerge+. The IQR outliers of the [CLS] attention (see ``prumerge``) are
+complemented with ``round(uniform_factor * outliers)`` spatially uniform tokens over the grid (the
+official code adds about three per outlier, ~25% of the tokens in all), skipping tokens already
+kept; the count is adaptive. With ``ratio=``/``count=`` the budget ``K`` is split: the
+``round(K / (1 + uniform_factor))`` top-attention tokens, then the spatially uniform picks for ``K``
+not yet kept, topped up by attention if those overlap. The rest merge into their nearest kept token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from vtc.core.budget import Budget
+from vtc.core.ops import grid_uniform, top_indices
+from vtc.core.registry import register
+from vtc.core.selection import Sample, Selection
+from vtc.methods.prumerge import _PruMergeBase, iqr_outliers, merge_into_nearest
+
+
+def add_uniform(keep: Tensor, uniform: Tensor, scores: Tensor, k: int | None) -> Tensor:
+    """``keep`` extended with the ``uniform`` picks not already kept; with ``k``, exactly ``k`` tokens.
+
+    If ``k`` is given and the picks fall short, the next tokens by score fill the budget.
+    """
+    taken = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+    taken[keep] = True
+    fresh = uniform[~taken[uniform]]
+    if k is not None:
+        fresh = fresh[: k - keep.numel()]
+    out = torch.cat([keep, fresh])
+    if k is not None and out.numel() < k:
+        taken[out] = True
+        fill = top_indices(scores.masked_fill(taken, -torch.inf), k - out.numel())
+        out = torch.cat([out, fill])
+    return out
+
+
+@register(
+    "prumerge_plus",
+    paper="arXiv:2403.15388",
+    signals=("cls_attn",),
+    optional_signals=("keys",),
+    static_count=False,
+    adaptive=True,
+    video=True,
+)
+@dataclass(frozen=True)
+class PruMergePlus(_PruMergeBase):
+    """PruMerge outliers + spatially uniform samples (adaptive count), rest merged by key similarity."""
+
+    uniform_factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.uniform_factor, (int, float)) or not 0 <= self.uniform_factor <= 100:
+            raise ValueError(f"uniform_factor: expected a number in [0, 100], got {self.uniform_factor!r}")
+
+    def select(self, sample: Sample, budget: Budget) -> Selection:
+        scores, metric = self._scores_and_metric(sample, "prumerge_plus")
+        device = scores.device
+        if budget.kind == "adaptive":
+            outliers = iqr_outliers(scores)
+            count = min(sample.n, int(self.uniform_factor * outliers.numel() + 0.5))
+            keep = add_uniform(outliers, grid_uniform(sample.grid, count).to(device), scores, None)
+        else:
+            k = budget.resolve(sample.n)
+            outliers = top_indices(scores, max(1, int(k / (1 + self.uniform_factor) + 0.5)))
+            keep = add_uniform(outliers, grid_uniform(sample.grid, k).to(device), scores, k)
+        rep = merge_into_nearest(keep, metric, self.merge)
+        return Selection(rep, info={"outliers": outliers.numel(), "uniform": keep.numel() - outliers.numel()})
