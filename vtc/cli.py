@@ -57,7 +57,7 @@ def bench_methods(n: int, dim: int, ratio: float, batch: int, repeats: int, seed
     torch.manual_seed(seed)
     side = int(n**0.5)
     if side * side != n:
-        raise SystemExit(f"--n: expected a square token count (e.g. 576 = 24x24), got {n}")
+        raise ValueError(f"--n: expected a square token count (e.g. 576 = 24x24), got {n}")
     tokens = VisualTokens(
         features=torch.randn(batch, n, dim),
         cls_attn=torch.softmax(torch.randn(batch, 4, n) * 2, dim=-1),

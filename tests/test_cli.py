@@ -1,0 +1,29 @@
+"""The `vtc` command: the registry table and the synthetic method benchmark."""
+
+from __future__ import annotations
+
+import vtc
+from vtc.cli import main
+
+
+def test_methods_table(capsys):
+    assert main(["methods"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert lines[0].split()[:3] == ["name", "stage", "signals"]
+    names = [line.split()[0] for line in lines[2:]]
+    assert names == [m.name for m in vtc.list_methods()]
+
+
+def test_bench_methods_reports_counts(capsys):
+    assert main(["bench", "methods", "--n", "64", "--dim", "16", "--ratio", "0.25", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[3:]}
+    assert rows["divprune"][2] == "16,16"
+    assert rows["pool"][2] == "16,16"
+    assert set(rows) == {m.name for m in vtc.list_methods()}
+
+
+def test_bench_rejects_non_square(capsys):
+    assert main(["bench", "methods", "--n", "50"]) == 2
+    assert "square token count" in capsys.readouterr().err
