@@ -7,19 +7,8 @@ import math
 import torch
 from torch import Tensor
 
-# Rows of a similarity block computed at once: bounds memory at CHUNK x N instead of N x N.
-CHUNK = 1024
-
-
-def work_dtype(x: Tensor) -> torch.dtype:
-    """Dtype for scores and similarities: float64 stays, everything else goes to float32."""
-    return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def unit_rows(x: Tensor, eps: float = 1e-12) -> Tensor:
-    """Rows scaled to unit L2 norm, in the work dtype (zero rows stay zero)."""
-    x = x.to(work_dtype(x))
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+from vtc.kernels.common import work_dtype
+from vtc.kernels.similarity import similarity_topk
 
 
 def top_indices(scores: Tensor, k: int) -> Tensor:
@@ -33,21 +22,10 @@ def bottom_indices(scores: Tensor, k: int) -> Tensor:
 
 
 def best_match(queries: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-    """For each query row, its highest cosine similarity to a target row and that target's index.
-
-    Works in row chunks, so no full ``len(queries) x len(targets)`` matrix is held at once when the
-    query set is large.
-    """
-    q, t = unit_rows(queries), unit_rows(targets)
-    values, indices = [], []
-    for start in range(0, q.shape[0], CHUNK):
-        sim = q[start : start + CHUNK] @ t.T
-        idx = sim.argmax(dim=1)  # first maximum: the lower index on ties
-        values.append(sim.gather(1, idx[:, None])[:, 0])
-        indices.append(idx)
-    if not values:
-        return q.new_zeros(0), torch.zeros(0, dtype=torch.long, device=q.device)
-    return torch.cat(values), torch.cat(indices)
+    """For each query row ``[M, D]``, its highest cosine similarity to a target row ``[T, D]`` and that
+    target's index (lower index on ties), through the ``similarity_topk`` kernel."""
+    values, indices = similarity_topk(queries[None], targets[None], 1)
+    return values[0, :, 0], indices[0, :, 0]
 
 
 def split_even(total: int, parts: int) -> list[int]:

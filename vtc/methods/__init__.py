@@ -1,6 +1,7 @@
 """Built-in methods; importing this package registers them. One method per module."""
 
 from vtc.methods import (  # noqa: F401
+    cdpruner,
     cls_attention,
     dart,
     divprune,

@@ -26,16 +26,17 @@ from torch import Tensor
 
 from vtc.core.budget import Budget
 from vtc.core.ops import (
+    best_match,
     bottom_indices,
     check_metric,
     similarity_metric,
     split_even,
     top_indices,
-    unit_rows,
     work_dtype,
 )
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
+from vtc.kernels.common import unit
 
 
 def dart_indices(
@@ -45,14 +46,15 @@ def dart_indices(
     image_pivots = top_indices(pivot_score, min(n_pivots, k))
     if image_pivots.numel() == k:
         return image_pivots
-    u = unit_rows(x)
-    anchors = u[image_pivots] if text is None else torch.cat([u[image_pivots], unit_rows(text).to(u.dtype)])
-    sim = u @ anchors.T  # [N, P]: small, P is the number of pivots
+    u = unit(x)
+    anchors = u[image_pivots] if text is None else torch.cat([u[image_pivots], unit(text).to(u.dtype)])
     taken = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     taken[image_pivots] = True
     if allocation == "max":
-        picks = bottom_indices(sim.max(dim=1).values.masked_fill(taken, torch.inf), k - image_pivots.numel())
+        duplication, _ = best_match(u, anchors)  # highest similarity to any pivot, via the kernel
+        picks = bottom_indices(duplication.masked_fill(taken, torch.inf), k - image_pivots.numel())
         return torch.cat([image_pivots, picks])
+    sim = u @ anchors.T  # [N, P]: small, P is the number of pivots
     chosen = [image_pivots]
     for p, share in enumerate(split_even(k - image_pivots.numel(), anchors.shape[0])):
         pick = bottom_indices(sim[:, p].masked_fill(taken, torch.inf), share)

@@ -3,50 +3,25 @@
 Alkhouri et al., "DivPrune: Diversity-based Visual Token Pruning for Large Multimodal Models"
 (CVPR 2025, arXiv:2503.02175) cast pruning as a Max-Min Diversity Problem and solve it greedily:
 first the token whose nearest other token is farthest, then repeatedly the token whose minimum
-distance to the chosen set is largest. Distance is ``1 - cos``. Memory stays O(N * chunk + N): the
-first step scans similarity row blocks, later steps keep one running min-distance vector.
+distance to the chosen set is largest. Distance is ``1 - cos``. The selection runs in the
+``maxmin_select`` kernel (Triton on CUDA): no N x N matrix, one running vector of length N.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import CHUNK, unit_rows
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
-
-
-def farthest_isolated(u: Tensor) -> int:
-    """Index of the unit row whose nearest *other* row is farthest in cosine distance (lowest on ties)."""
-    n = u.shape[0]
-    if n == 1:
-        return 0
-    nearest = []
-    for start in range(0, n, CHUNK):
-        dist = 1 - u[start : start + CHUNK] @ u.T
-        rows = torch.arange(dist.shape[0], device=u.device)
-        dist[rows, rows + start] = torch.inf
-        nearest.append(dist.min(dim=1).values)
-    return int(torch.cat(nearest).argmax())
+from vtc.kernels.maxmin import maxmin_select
 
 
 def divprune_indices(x: Tensor, k: int) -> Tensor:
     """``k`` indices of ``x [N, D]`` in greedy max-min (MMDP) selection order."""
-    u = unit_rows(x)
-    chosen = [farthest_isolated(u)]
-    min_dist = 1 - u @ u[chosen[0]]
-    taken = torch.zeros(u.shape[0], dtype=torch.bool, device=u.device)
-    taken[chosen[0]] = True
-    for _ in range(k - 1):
-        nxt = int(min_dist.masked_fill(taken, -torch.inf).argmax())
-        chosen.append(nxt)
-        taken[nxt] = True
-        min_dist = torch.minimum(min_dist, 1 - u @ u[nxt])
-    return torch.tensor(chosen, dtype=torch.long, device=x.device)
+    return maxmin_select(x[None], k)[0]
 
 
 @register("divprune", paper="arXiv:2503.02175")

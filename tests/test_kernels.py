@@ -1,0 +1,217 @@
+"""The torch references of the selection kernels against naive O(N^2) versions, and their memory bound."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from vtc import kernels
+from vtc.kernels import dpp_select, maxmin_select, similarity_topk
+
+
+@pytest.fixture(autouse=True)
+def torch_backend():
+    kernels.set_backend("torch")
+    yield
+    kernels.set_backend("auto")
+
+
+def unit64(x):
+    x = x.double()
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def naive_topk(a, b, k, mask_a, mask_b, exclude_self):
+    """Full similarity matrix, then a sort of (value desc, index asc) per row."""
+    ua, ub = unit64(a), unit64(b)
+    values = torch.full((*a.shape[:2], k), -torch.inf, dtype=torch.float64)
+    indices = torch.full((*a.shape[:2], k), -1, dtype=torch.long)
+    for s in range(a.shape[0]):
+        sim = ua[s] @ ub[s].T
+        for i in range(a.shape[1]):
+            if not mask_a[s, i]:
+                continue
+            cands = [(float(sim[i, j]), j) for j in range(b.shape[1]) if mask_b[s, j] and not (exclude_self and i == j)]
+            cands.sort(key=lambda vj: (-vj[0], vj[1]))
+            for slot, (v, j) in enumerate(cands[:k]):
+                values[s, i, slot], indices[s, i, slot] = v, j
+    return values, indices
+
+
+def random_mask(batch, n, gen, prefix=True):
+    if prefix:
+        lengths = torch.randint(1, n + 1, (batch,), generator=gen)
+        return torch.arange(n)[None, :] < lengths[:, None]
+    mask = torch.rand(batch, n, generator=gen) > 0.3
+    mask[:, 0] = True
+    return mask
+
+
+@pytest.mark.parametrize("batch, na, nb, dim", [(1, 1, 1, 3), (2, 9, 14, 5), (3, 30, 17, 8)])
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("prefix", [True, False])
+def test_similarity_topk_matches_naive(batch, na, nb, dim, k, prefix):
+    gen = torch.Generator().manual_seed(na * 100 + nb + k)
+    a, b = torch.randn(batch, na, dim, generator=gen), torch.randn(batch, nb, dim, generator=gen)
+    mask_a, mask_b = random_mask(batch, na, gen, prefix), random_mask(batch, nb, gen, prefix)
+    values, indices = similarity_topk(a, b, k, mask_a, mask_b)
+    ref_values, ref_indices = naive_topk(a, b, k, mask_a, mask_b, False)
+    assert torch.equal(indices, ref_indices)
+    assert torch.allclose(values.double(), ref_values, atol=1e-5)
+
+
+def test_similarity_topk_self_and_ties():
+    base = torch.randn(1, 6, 4, generator=torch.Generator().manual_seed(0))
+    x = torch.cat([base, base[:, [2, 2, 4]]], dim=1)  # rows 6, 7 copy row 2; row 8 copies row 4
+    _, idx = similarity_topk(x, x, 2, exclude_self=True)
+    assert idx[0, 2].tolist() == [6, 7]  # its two copies, lower index first
+    assert idx[0, 6].tolist() == [2, 7]
+    assert idx[0, 4, 0] == 8 and idx[0, 8, 0] == 4
+    ref = naive_topk(x, x, 2, torch.ones(1, 9, dtype=torch.bool), torch.ones(1, 9, dtype=torch.bool), True)[1]
+    assert torch.equal(idx, ref)
+
+
+def naive_maxmin(x, k):
+    """DivPrune's greedy MMDP on an explicit cosine-distance matrix, as a plain loop."""
+    u = unit64(x)
+    dist = 1 - u @ u.T
+    n = x.shape[0]
+    nearest = [min(dist[i, j] for j in range(n) if j != i) if n > 1 else 0 for i in range(n)]
+    chosen = [max(range(n), key=lambda i: (nearest[i], -i))]
+    while len(chosen) < k:
+        rest = [i for i in range(n) if i not in chosen]
+        chosen.append(max(rest, key=lambda i: (min(dist[i, s] for s in chosen), -i)))
+    return chosen
+
+
+@pytest.mark.parametrize("n, dim, k", [(1, 3, 1), (12, 4, 5), (25, 8, 25), (40, 6, 9)])
+def test_maxmin_matches_naive(n, dim, k):
+    x = torch.randn(1, n, dim, generator=torch.Generator().manual_seed(n + k))
+    assert maxmin_select(x, k)[0].tolist() == naive_maxmin(x[0], k)
+
+
+def test_maxmin_batch_masks_and_counts():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(3, 20, 6, generator=gen)
+    mask = torch.arange(20)[None, :] < torch.tensor([[20], [11], [3]])
+    out = maxmin_select(x, torch.tensor([6, 4, 5]), mask)
+    assert out.shape == (3, 6)
+    assert out[0].tolist() == naive_maxmin(x[0], 6)
+    assert out[1].tolist() == naive_maxmin(x[1, :11], 4) + [-1, -1]
+    assert out[2].tolist() == naive_maxmin(x[2, :3], 3) + [-1, -1, -1]  # k capped at n
+
+
+def test_maxmin_hand_made_cases():
+    cluster = torch.tensor([[1.0, 0.1, 0], [1.0, 0.0, 0.1], [1.0, 0.05, 0.05], [1.0, 0.08, 0.02]])
+    outlier = torch.tensor([[0.0, 0.0, 1.0]])
+    x = torch.cat([cluster, outlier])[None]
+    assert int(maxmin_select(x, 1)[0, 0]) == 4  # the lone token is the most isolated
+    dup = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [1.0, 0, 0], [0, 0, 1.0]])[None]
+    picked = maxmin_select(dup, 3)[0].tolist()
+    assert sorted(picked) == [0, 2, 4]  # one of the three copies, the lowest index
+
+
+def naive_dpp(x, k, q):
+    """Greedy MAP by explicit determinants of the quality-weighted cosine kernel (float64)."""
+    u = unit64(x)
+    q = q.double()
+    kernel = q[:, None] * (u @ u.T) * q[None, :]
+    chosen = []
+    for _ in range(k):
+        best, best_det = None, None
+        for j in range(x.shape[0]):
+            if j in chosen:
+                continue
+            s = chosen + [j]
+            det = float(torch.linalg.det(kernel[s][:, s]))
+            if best_det is None or det > best_det * (1 + 1e-9):
+                best, best_det = j, det
+        chosen.append(best)
+    return chosen
+
+
+@pytest.mark.parametrize("n, dim, k, seed", [(8, 8, 4, 0), (15, 12, 6, 1), (20, 16, 7, 2)])
+def test_dpp_matches_explicit_determinants(n, dim, k, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, n, dim, generator=gen)
+    q = torch.rand(1, n, generator=gen) + 0.5
+    assert dpp_select(x, k, q)[0].tolist() == naive_dpp(x[0], k, q[0])
+    assert dpp_select(x, k)[0].tolist() == naive_dpp(x[0], k, torch.ones(n))
+
+
+def test_dpp_fallback_when_rank_runs_out():
+    x = torch.randn(1, 10, 2, generator=torch.Generator().manual_seed(3))  # rank 2: only 2 real picks
+    q = torch.linspace(1.0, 2.0, 10)[None]
+    out = dpp_select(x, 5, q)[0].tolist()
+    assert out[:2] == naive_dpp(x[0], 2, q[0])
+    rest = [i for i in range(9, -1, -1) if i not in out[:2]][:3]  # then by quality, highest first
+    assert out[2:] == rest
+    assert len(set(out)) == 5
+
+
+def test_kernel_input_errors():
+    x = torch.randn(2, 5, 3)
+    with pytest.raises(ValueError, match=r"a: expected a floating tensor \[B, N, D\]"):
+        similarity_topk(torch.randn(5, 3), x)
+    with pytest.raises(ValueError, match=r"b: expected shape \[B=2, Nb, D=3\]"):
+        similarity_topk(x, torch.randn(2, 5, 4))
+    with pytest.raises(ValueError, match=r"k: expected an integer >= 1"):
+        similarity_topk(x, x, 0)
+    with pytest.raises(ValueError, match=r"mask of x: expected a bool tensor of shape \(2, 5\)"):
+        maxmin_select(x, 2, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"quality: expected a tensor of shape \(2, 5\)"):
+        dpp_select(x, 2, torch.ones(5))
+    with pytest.raises(ValueError, match=r"quality: expected finite, non-negative"):
+        dpp_select(x, 2, -torch.ones(2, 5))
+    with pytest.raises(ValueError, match=r"backend: expected one of"):
+        kernels.set_backend("cuda")
+
+
+def test_forced_triton_on_cpu_without_interpreter(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    kernels.set_backend("triton")
+    from vtc.kernels import dispatch
+
+    if not dispatch.triton_available():
+        with pytest.raises(RuntimeError, match="triton is not installed"):
+            similarity_topk(torch.randn(1, 3, 2), torch.randn(1, 3, 2))
+    else:
+        with pytest.raises(RuntimeError, match="needs TRITON_INTERPRET=1"):
+            similarity_topk(torch.randn(1, 3, 2), torch.randn(1, 3, 2))
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest tensor (in bytes) any op returns while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+
+def test_maxmin_memory_without_n_by_n():
+    """N = 25,088 (32 frames x 784), D = 1,024, K = 2,508: no tensor near N x N is ever allocated."""
+    n, dim, k = 25_088, 1_024, 2_508
+    x = torch.randn(1, n, dim)
+    with LargestTensor() as probe:
+        out = maxmin_select(x, k)
+    assert out.shape == (1, k) and len(set(out[0].tolist())) == k
+    n_by_n = n * n * 4  # 2.5 GB in float32
+    assert probe.largest <= max(1024 * n * 4, x.numel() * 4)  # a similarity block or one copy of x
+    assert probe.largest < n_by_n / 20
+
+
+def test_memory_probe_sees_a_full_matrix():
+    """The probe above can fail: a naive N x N similarity shows up as the largest tensor."""
+    x = torch.randn(1, 2_000, 16)
+    with LargestTensor() as probe:
+        u = torch.nn.functional.normalize(x[0], dim=-1)
+        (u @ u.T).min(dim=1)
+    assert probe.largest == 2_000 * 2_000 * 4

@@ -1,0 +1,46 @@
+"""Input checks and normalisation shared by the kernels and their torch references."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def work_dtype(x: Tensor) -> torch.dtype:
+    """Dtype for scores and similarities: float64 stays, everything else goes to float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def unit(x: Tensor) -> Tensor:
+    """Rows scaled to unit L2 norm in the work dtype; zero rows stay zero."""
+    x = x.to(work_dtype(x))
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def check_tokens(name: str, x: Tensor, mask: Tensor | None) -> Tensor:
+    """Validate ``x [B, N, D]`` (floating) and return a bool mask ``[B, N]`` (all True by default)."""
+    if not isinstance(x, Tensor) or x.ndim != 3 or not x.dtype.is_floating_point:
+        got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"{name}: expected a floating tensor [B, N, D], got {got}")
+    if mask is None:
+        return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
+    if not isinstance(mask, Tensor) or tuple(mask.shape) != tuple(x.shape[:2]) or mask.dtype != torch.bool:
+        got = (mask.dtype, tuple(mask.shape)) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"mask of {name}: expected a bool tensor of shape {tuple(x.shape[:2])}, got {got}")
+    return mask.to(x.device)
+
+
+def per_sample_k(k: int | Tensor, mask: Tensor) -> Tensor:
+    """``min(k_b, n_b)`` per sample as a CPU long tensor; ``k`` may be an int or a ``[B]`` tensor."""
+    lengths = mask.sum(1).cpu()
+    if isinstance(k, Tensor):
+        k_t = k.detach().cpu().long().reshape(-1)
+        if k_t.numel() != lengths.numel():
+            raise ValueError(f"k: expected an int or a [B={lengths.numel()}] tensor, got shape {tuple(k.shape)}")
+    elif isinstance(k, int) and not isinstance(k, bool):
+        k_t = torch.full_like(lengths, k)
+    else:
+        raise ValueError(f"k: expected an int or a tensor, got {k!r}")
+    if bool((k_t < 0).any()):
+        raise ValueError(f"k: expected values >= 0, got {k_t.tolist()}")
+    return torch.minimum(k_t, lengths)

@@ -1,0 +1,78 @@
+"""``similarity_topk``: each row's best cosine matches in another token set, without an Na x Nb matrix.
+
+Used by ToMe's bipartite matching, DART's duplication scores and the merging steps of VisionZip and
+PruMerge. The torch path works on row blocks of ``CHUNK`` rows, so it holds ``CHUNK x Nb`` similarities
+at most; the Triton kernel (``similarity_triton.py``) streams ``Nb`` in tiles and keeps only a running
+best per row. Ties break towards the lower index on both.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from vtc.kernels.common import check_tokens, unit
+from vtc.kernels.dispatch import use_triton
+
+CHUNK = 1024
+
+
+def similarity_topk(
+    a: Tensor,
+    b: Tensor,
+    k: int = 1,
+    mask_a: Tensor | None = None,
+    mask_b: Tensor | None = None,
+    exclude_self: bool = False,
+) -> tuple[Tensor, Tensor]:
+    """Top-``k`` cosine similarities of each row of ``a [B, Na, D]`` among the rows of ``b [B, Nb, D]``.
+
+    Returns ``(values, indices)``, each ``[B, Na, k]``, best first, ties to the lower index. Masked-out
+    rows of ``b`` are never chosen; masked-out rows of ``a``, and slots beyond the number of valid
+    candidates, hold ``-inf`` and ``-1``. ``exclude_self`` (needs ``Na == Nb``) skips ``j == i``.
+    Values are float32 (float64 inputs stay float64).
+    """
+    mask_a = check_tokens("a", a, mask_a)
+    mask_b = check_tokens("b", b, mask_b)
+    if a.shape[0] != b.shape[0] or a.shape[2] != b.shape[2]:
+        raise ValueError(f"b: expected shape [B={a.shape[0]}, Nb, D={a.shape[2]}], got {tuple(b.shape)}")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k: expected an integer >= 1, got {k!r}")
+    if exclude_self and a.shape[1] != b.shape[1]:
+        raise ValueError(f"exclude_self: needs Na == Nb, got {a.shape[1]} and {b.shape[1]}")
+    if use_triton(a, b):
+        from vtc.kernels.similarity_triton import similarity_topk_triton
+
+        return similarity_topk_triton(a, b, k, mask_a, mask_b, exclude_self)
+    return similarity_topk_torch(a, b, k, mask_a, mask_b, exclude_self)
+
+
+def similarity_topk_torch(
+    a: Tensor, b: Tensor, k: int, mask_a: Tensor, mask_b: Tensor, exclude_self: bool
+) -> tuple[Tensor, Tensor]:
+    """The torch reference: row blocks of ``a`` against all of ``b``."""
+    ua, ub = unit(a), unit(b)
+    batch, na, _ = a.shape
+    nb = b.shape[1]
+    values = torch.full((batch, na, k), -torch.inf, dtype=ua.dtype, device=a.device)
+    indices = torch.full((batch, na, k), -1, dtype=torch.long, device=a.device)
+    take = min(k, nb)
+    for start in range(0, na, CHUNK):
+        stop = min(start + CHUNK, na)
+        sim = ua[:, start:stop] @ ub.transpose(1, 2)  # [B, chunk, Nb]
+        invalid = ~mask_b[:, None, :]
+        if exclude_self:
+            rows = torch.arange(start, stop, device=a.device)
+            invalid = invalid | (rows[:, None] == torch.arange(nb, device=a.device)[None, :])[None]
+        sim = sim.masked_fill(invalid, -torch.inf)
+        if take == 1:
+            idx = sim.argmax(dim=-1, keepdim=True)  # first maximum: lower index on ties
+        else:
+            idx = torch.sort(sim, dim=-1, descending=True, stable=True).indices[..., :take]
+        val = sim.gather(-1, idx)
+        idx = idx.masked_fill(val == -torch.inf, -1)
+        values[:, start:stop, :take] = val
+        indices[:, start:stop, :take] = idx
+    values = values.masked_fill(~mask_a[..., None], -torch.inf)
+    indices = indices.masked_fill(~mask_a[..., None], -1)
+    return values, indices
