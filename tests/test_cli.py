@@ -27,3 +27,12 @@ def test_bench_methods_reports_counts(capsys):
 def test_bench_rejects_non_square(capsys):
     assert main(["bench", "methods", "--n", "50"]) == 2
     assert "square token count" in capsys.readouterr().err
+
+
+def test_bench_kernels_table(capsys):
+    assert main(["bench", "kernels", "--n", "64", "--d", "8", "--kernels", "maxmin", "--fractions", "0.25"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("device: cpu; vtc backend: torch")
+    row = [c.strip() for c in lines[-1].strip("|").split("|")]
+    assert row[:4] == ["maxmin", "64", "8", "16"]
+    assert row[6].endswith("x") and float(row[6][:-1]) > 0

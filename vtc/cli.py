@@ -94,7 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     bm.add_argument("--batch", type=int, default=2)
     bm.add_argument("--repeats", type=int, default=3)
     bm.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    bench_sub.add_parser(
+        "kernels", help="selection kernels vs naive full-matrix torch (see vtc.kernels.bench)", add_help=False
+    )
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "bench" and args.what == "kernels":
+        from vtc.kernels.bench import main as bench_kernels
+
+        return bench_kernels(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         if args.command == "methods":
             print(methods_table(list_methods()))
