@@ -11,7 +11,7 @@ install:
 
 install-dev:
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[dev,kernels]'
 
 main: install
 	$(PY) -m vtc.cli methods
