@@ -30,7 +30,6 @@ from vtc.core.ops import (
     bottom_indices,
     check_metric,
     similarity_metric,
-    split_even,
     top_indices,
     work_dtype,
 )
@@ -56,7 +55,9 @@ def dart_indices(
         return torch.cat([image_pivots, picks])
     sim = u @ anchors.T  # [N, P]: small, P is the number of pivots
     chosen = [image_pivots]
-    for p, share in enumerate(split_even(k - image_pivots.numel(), anchors.shape[0])):
+    base, extra = divmod(k - image_pivots.numel(), anchors.shape[0])
+    for p in range(anchors.shape[0]):
+        share = base + (p < extra)
         pick = bottom_indices(sim[:, p].masked_fill(taken, torch.inf), share)
         taken[pick] = True
         chosen.append(pick)

@@ -65,7 +65,7 @@ class Pool:
 
     def select(self, sample: Sample, budget: Budget) -> Selection:
         t, h, w = sample.grid
-        ratio = budget.resolve(sample.n) / sample.n
+        ratio = budget.value if budget.kind == "ratio" else budget.resolve(sample.n) / sample.n
         cells = (pooled_size(h, ratio), pooled_size(w, ratio))
         rep = cell_rep(sample.grid, cells).to(sample.features.device)
         features = bilinear_pool(sample.features, sample.grid, cells) if self.mode == "bilinear" else None

@@ -5,8 +5,9 @@ Shang et al., "LLaVA-PruMerge: Adaptive Token Reduction for Efficient Large Mult
 complemented with ``round(uniform_factor * outliers)`` spatially uniform tokens over the grid (the
 official code adds about three per outlier, ~25% of the tokens in all), skipping tokens already
 kept; the count is adaptive. With ``ratio=``/``count=`` the budget ``K`` is split: the
-``round(K / (1 + uniform_factor))`` top-attention tokens, then the spatially uniform picks for ``K``
-not yet kept, topped up by attention if those overlap. The rest merge into their nearest kept token.
+``top = round(K / (1 + uniform_factor))`` top-attention tokens, then ``K - top`` spatially uniform
+picks, and where some of those were already kept, the next tokens by attention fill the budget.
+The rest merge into their nearest kept token.
 """
 
 from __future__ import annotations
@@ -30,10 +31,7 @@ def add_uniform(keep: Tensor, uniform: Tensor, scores: Tensor, k: int | None) ->
     """
     taken = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
     taken[keep] = True
-    fresh = uniform[~taken[uniform]]
-    if k is not None:
-        fresh = fresh[: k - keep.numel()]
-    out = torch.cat([keep, fresh])
+    out = torch.cat([keep, uniform[~taken[uniform]]])
     if k is not None and out.numel() < k:
         taken[out] = True
         fill = top_indices(scores.masked_fill(taken, -torch.inf), k - out.numel())
@@ -71,6 +69,7 @@ class PruMergePlus(_PruMergeBase):
         else:
             k = budget.resolve(sample.n)
             outliers = top_indices(scores, max(1, int(k / (1 + self.uniform_factor) + 0.5)))
-            keep = add_uniform(outliers, grid_uniform(sample.grid, k).to(device), scores, k)
+            uniform = grid_uniform(sample.grid, k - outliers.numel()).to(device)
+            keep = add_uniform(outliers, uniform, scores, k)
         rep = merge_into_nearest(keep, metric, self.merge)
         return Selection(rep, info={"outliers": outliers.numel(), "uniform": keep.numel() - outliers.numel()})
