@@ -8,9 +8,10 @@ Greedy MAP Inference for Determinantal Point Process to Improve Recommendation D
 O(N K (D + K)) time, with no N x N matrix. CDPruner (Zhang et al., arXiv:2506.10967) uses it with
 instruction relevance as quality.
 
-When every remaining residual is below ``EPS`` (the chosen tokens already span the rest), the
-remaining picks go to the highest-quality unchosen tokens, so the count is always met. Ties break
-towards the lower index.
+When every remaining residual is at most ``EPS`` times the sample's largest ``q^2`` (the chosen
+tokens already span the rest, up to float32 rounding), the remaining picks go to the highest-quality
+unchosen tokens, so the count is always met. The threshold is relative so that rounding noise, which
+scales with ``q^2``, never decides a pick. Ties break towards the lower index.
 """
 
 from __future__ import annotations
@@ -21,7 +22,12 @@ from torch import Tensor
 from vtc.kernels.common import check_tokens, per_sample_k, unit
 from vtc.kernels.dispatch import use_triton
 
-EPS = 1e-6
+EPS = 1e-5  # relative to the largest q^2 of the sample
+
+
+def spent_threshold(q: Tensor) -> Tensor:
+    """Per-sample residual threshold ``EPS * max q^2`` (``[B]``; q is 0 at masked tokens)."""
+    return EPS * (q * q).amax(dim=1).clamp_min(torch.finfo(q.dtype).tiny)
 
 
 def dpp_select(x: Tensor, k: int | Tensor, quality: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
@@ -57,17 +63,18 @@ def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor) -
     c = torch.zeros(batch, k_max, n, dtype=u.dtype, device=x.device)
     blocked = ~mask.clone()
     counts = counts.to(x.device)
+    eps = spent_threshold(q)
     for step in range(k_max):
         residual = d2.masked_fill(blocked, -torch.inf)
         best = residual.argmax(dim=1)  # first maximum: lower index on ties
-        spent = residual[rows, best] <= EPS
+        spent = residual[rows, best] <= eps
         fallback = q.masked_fill(blocked, -torch.inf).argmax(dim=1)
         pick = torch.where(spent, fallback, best)
         out[:, step] = torch.where(counts > step, pick, -1)
         blocked[rows, pick] = True
         row_l = q[rows, pick][:, None] * q * torch.einsum("bnd,bd->bn", u, u[rows, pick])
         dot = torch.einsum("bs,bsn->bn", c[rows, :step, pick], c[:, :step])
-        scale = d2[rows, pick].clamp_min(EPS).sqrt()[:, None]
+        scale = torch.maximum(d2[rows, pick], eps).sqrt()[:, None]
         e = torch.where(spent[:, None], torch.zeros_like(row_l), (row_l - dot) / scale)
         c[:, step] = e
         d2 = d2 - e * e

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from vtc.kernels.common import check_tokens, per_sample_k, unit
 from vtc.kernels.dispatch import use_triton
-from vtc.kernels.similarity import similarity_topk
+from vtc.kernels.similarity import similarity_topk_torch
 
 
 def maxmin_select(x: Tensor, k: int | Tensor, mask: Tensor | None = None) -> Tensor:
@@ -31,10 +31,19 @@ def maxmin_select(x: Tensor, k: int | Tensor, mask: Tensor | None = None) -> Ten
     return maxmin_select_torch(x, counts, mask)
 
 
-def first_pick(x: Tensor, mask: Tensor) -> Tensor:
-    """Per sample, the valid token whose best match among the others is lowest (``[B]``)."""
-    nearest, _ = similarity_topk(x, x, 1, mask, mask, exclude_self=True)
-    return nearest[..., 0].masked_fill(~mask, torch.inf).argmin(dim=1)
+def most_isolated(nearest: Tensor, partner: Tensor, mask: Tensor) -> Tensor:
+    """Per sample, the valid token whose best match (``nearest [B, N]``, at ``partner``) is lowest.
+
+    The lowest best match always belongs to a mutual pair (``i``'s nearest is ``j`` and ``j``'s is
+    ``i``), whose two values are equal in exact arithmetic but may differ by an ulp in a tiled
+    matmul. Both members get the pair's minimum first, so the tie rule (lower index), not rounding,
+    decides. Shared by both backends.
+    """
+    safe = partner.clamp_min(0)
+    own = torch.arange(nearest.shape[1], device=nearest.device)[None, :]
+    mutual = (partner >= 0) & (partner.gather(1, safe) == own)
+    nearest = torch.where(mutual, torch.minimum(nearest, nearest.gather(1, safe)), nearest)
+    return nearest.masked_fill(~mask, torch.inf).argmin(dim=1)
 
 
 def maxmin_select_torch(x: Tensor, counts: Tensor, mask: Tensor) -> Tensor:
@@ -46,7 +55,8 @@ def maxmin_select_torch(x: Tensor, counts: Tensor, mask: Tensor) -> Tensor:
         return out
     u = unit(x)
     rows = torch.arange(batch, device=x.device)
-    pick = first_pick(x, mask)
+    nearest, partner = similarity_topk_torch(x, x, 1, mask, mask, exclude_self=True)
+    pick = most_isolated(nearest[..., 0], partner[..., 0], mask)
     closest = torch.full((batch, n), -torch.inf, dtype=u.dtype, device=x.device)
     blocked = ~mask.clone()
     counts = counts.to(x.device)
