@@ -44,3 +44,9 @@ def per_sample_k(k: int | Tensor, mask: Tensor) -> Tensor:
     if bool((k_t < 0).any()):
         raise ValueError(f"k: expected values >= 0, got {k_t.tolist()}")
     return torch.minimum(k_t, lengths)
+
+
+def selection_buffer(x: Tensor, counts: Tensor) -> Tensor:
+    """The output of a selection kernel: ``[B, max(counts)]`` indices, all ``-1`` to start."""
+    k_max = int(counts.max()) if counts.numel() else 0
+    return torch.full((x.shape[0], k_max), -1, dtype=torch.long, device=x.device)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vtc.kernels.common import check_tokens, per_sample_k, unit
+from vtc.kernels.common import check_tokens, per_sample_k, selection_buffer, unit
 from vtc.kernels.dispatch import use_triton
 
 EPS = 1e-5  # relative to the largest q^2 of the sample
@@ -52,8 +52,8 @@ def dpp_select(x: Tensor, k: int | Tensor, quality: Tensor | None = None, mask: 
 def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor) -> Tensor:
     """The torch reference, batched: residuals ``d2 [B, N]`` and Cholesky rows ``c [B, K, N]``."""
     batch, n, _ = x.shape
-    k_max = int(counts.max()) if counts.numel() else 0
-    out = torch.full((batch, k_max), -1, dtype=torch.long, device=x.device)
+    out = selection_buffer(x, counts)
+    k_max = out.shape[1]
     if k_max == 0:
         return out
     u = unit(x)

@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from vtc.kernels.common import unit
+from vtc.kernels.common import selection_buffer, unit
 from vtc.kernels.dpp import spent_threshold
 from vtc.kernels.similarity_triton import BIG
 
@@ -166,8 +166,8 @@ def dpp_select_triton(
 ) -> Tensor:
     """Same contract as ``dpp_select_torch``; ``block_*`` override the tile sizes (powers of two)."""
     batch, n, _ = x.shape
-    k_max = int(counts.max()) if counts.numel() else 0
-    out = torch.full((batch, k_max), -1, dtype=torch.long, device=x.device)
+    out = selection_buffer(x, counts)
+    k_max = out.shape[1]
     if k_max == 0:
         return out
     u = unit(x).contiguous()

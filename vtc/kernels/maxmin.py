@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vtc.kernels.common import check_tokens, per_sample_k, unit
+from vtc.kernels.common import check_tokens, per_sample_k, selection_buffer, unit
 from vtc.kernels.dispatch import use_triton
 from vtc.kernels.similarity import similarity_topk_torch
 
@@ -49,8 +49,8 @@ def most_isolated(nearest: Tensor, partner: Tensor, mask: Tensor) -> Tensor:
 def maxmin_select_torch(x: Tensor, counts: Tensor, mask: Tensor) -> Tensor:
     """The torch reference, batched: one ``[B, N]`` running max-similarity vector."""
     batch, n, _ = x.shape
-    k_max = int(counts.max()) if counts.numel() else 0
-    out = torch.full((batch, k_max), -1, dtype=torch.long, device=x.device)
+    out = selection_buffer(x, counts)
+    k_max = out.shape[1]
     if k_max == 0:
         return out
     u = unit(x)

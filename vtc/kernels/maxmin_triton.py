@@ -42,7 +42,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from vtc.kernels.common import unit
+from vtc.kernels.common import selection_buffer, unit
 from vtc.kernels.maxmin import most_isolated
 from vtc.kernels.similarity_triton import BIG, similarity_topk_triton
 
@@ -131,8 +131,8 @@ def maxmin_select_triton(
 ) -> Tensor:
     """Same contract as ``maxmin_select_torch``; ``block_*`` override the tile sizes (powers of two)."""
     batch, n, _ = x.shape
-    k_max = int(counts.max()) if counts.numel() else 0
-    out = torch.full((batch, k_max), -1, dtype=torch.long, device=x.device)
+    out = selection_buffer(x, counts)
+    k_max = out.shape[1]
     if k_max == 0:
         return out
     u = unit(x).contiguous()
