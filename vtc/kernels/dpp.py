@@ -72,8 +72,8 @@ def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor) -
         pick = torch.where(spent, fallback, best)
         out[:, step] = torch.where(counts > step, pick, -1)
         blocked[rows, pick] = True
-        row_l = q[rows, pick][:, None] * q * torch.einsum("bnd,bd->bn", u, u[rows, pick])
-        dot = torch.einsum("bs,bsn->bn", c[rows, :step, pick], c[:, :step])
+        row_l = q[rows, pick][:, None] * q * (u @ u[rows, pick][:, :, None])[..., 0]
+        dot = (c[rows, :step, pick][:, None, :] @ c[:, :step])[:, 0]
         scale = torch.maximum(d2[rows, pick], eps).sqrt()[:, None]
         e = torch.where(spent[:, None], torch.zeros_like(row_l), (row_l - dot) / scale)
         c[:, step] = e

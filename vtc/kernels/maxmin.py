@@ -17,7 +17,7 @@ from torch import Tensor
 
 from vtc.kernels.common import check_tokens, per_sample_k, selection_buffer, unit
 from vtc.kernels.dispatch import use_triton
-from vtc.kernels.similarity import similarity_topk_torch
+from vtc.kernels.similarity import topk_of_unit_rows
 
 
 def maxmin_select(x: Tensor, k: int | Tensor, mask: Tensor | None = None) -> Tensor:
@@ -55,7 +55,7 @@ def maxmin_select_torch(x: Tensor, counts: Tensor, mask: Tensor) -> Tensor:
         return out
     u = unit(x)
     rows = torch.arange(batch, device=x.device)
-    nearest, partner = similarity_topk_torch(x, x, 1, mask, mask, exclude_self=True)
+    nearest, partner = topk_of_unit_rows(u, u, 1, mask, mask, exclude_self=True)
     pick = most_isolated(nearest[..., 0], partner[..., 0], mask)
     closest = torch.full((batch, n), -torch.inf, dtype=u.dtype, device=x.device)
     blocked = ~mask.clone()
@@ -64,7 +64,7 @@ def maxmin_select_torch(x: Tensor, counts: Tensor, mask: Tensor) -> Tensor:
         active = counts > step
         out[:, step] = torch.where(active, pick, -1)
         blocked[rows, pick] = True
-        sim = torch.einsum("bnd,bd->bn", u, u[rows, pick])
+        sim = (u @ u[rows, pick][:, :, None])[..., 0]
         closest = torch.maximum(closest, sim)
         pick = closest.masked_fill(blocked, torch.inf).argmin(dim=1)
     return out

@@ -51,19 +51,26 @@ def similarity_topk_torch(
     a: Tensor, b: Tensor, k: int, mask_a: Tensor, mask_b: Tensor, exclude_self: bool
 ) -> tuple[Tensor, Tensor]:
     """The torch reference: row blocks of ``a`` against all of ``b``."""
-    ua, ub = unit(a), unit(b)
-    batch, na, _ = a.shape
-    nb = b.shape[1]
-    values = torch.full((batch, na, k), -torch.inf, dtype=ua.dtype, device=a.device)
-    indices = torch.full((batch, na, k), -1, dtype=torch.long, device=a.device)
+    ua = unit(a)
+    return topk_of_unit_rows(ua, ua if b is a else unit(b), k, mask_a, mask_b, exclude_self)
+
+
+def topk_of_unit_rows(
+    ua: Tensor, ub: Tensor, k: int, mask_a: Tensor, mask_b: Tensor, exclude_self: bool
+) -> tuple[Tensor, Tensor]:
+    """`similarity_topk_torch` on rows already scaled to unit norm (no copies of the inputs)."""
+    batch, na, _ = ua.shape
+    nb = ub.shape[1]
+    values = torch.full((batch, na, k), -torch.inf, dtype=ua.dtype, device=ua.device)
+    indices = torch.full((batch, na, k), -1, dtype=torch.long, device=ua.device)
     take = min(k, nb)
     for start in range(0, na, CHUNK):
         stop = min(start + CHUNK, na)
         sim = ua[:, start:stop] @ ub.transpose(1, 2)  # [B, chunk, Nb]
         invalid = ~mask_b[:, None, :]
         if exclude_self:
-            rows = torch.arange(start, stop, device=a.device)
-            invalid = invalid | (rows[:, None] == torch.arange(nb, device=a.device)[None, :])[None]
+            rows = torch.arange(start, stop, device=ua.device)
+            invalid = invalid | (rows[:, None] == torch.arange(nb, device=ua.device)[None, :])[None]
         sim = sim.masked_fill(invalid, -torch.inf)
         if take == 1:
             idx = sim.argmax(dim=-1, keepdim=True)  # first maximum: lower index on ties
