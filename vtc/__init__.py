@@ -6,7 +6,18 @@ c = vtc.build("divprune", ratio=0.1)
 out = c(vtc.VisualTokens(features))
 """
 
-from vtc.core import Budget, Compressed, MethodInfo, Sample, Selection, VisualTokens, build, list_methods, register
+from vtc.core import (
+    Budget,
+    Compressed,
+    MethodInfo,
+    Sample,
+    Selection,
+    VisualTokens,
+    apply,
+    build,
+    list_methods,
+    register,
+)
 
 __version__ = "0.1.0"
 
@@ -17,6 +28,7 @@ __all__ = [
     "Sample",
     "Selection",
     "VisualTokens",
+    "apply",
     "build",
     "list_methods",
     "register",

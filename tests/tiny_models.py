@@ -1,0 +1,53 @@
+"""Tiny random-init VLMs built from configs (nothing can be downloaded), shared by the adapter tests."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+IMAGE_TOKEN = 100
+VOCAB = 128
+
+CLIP = dict(
+    model_type="clip_vision_model",
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    image_size=112,
+    patch_size=14,
+    projection_dim=32,
+)
+LLAMA = dict(
+    model_type="llama",
+    vocab_size=VOCAB,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    pad_token_id=0,
+)
+
+
+def tiny_llava(seed: int = 0) -> LlavaForConditionalGeneration:
+    """LLaVA-1.5 shaped: CLIP (3 layers, 8x8 patches of 14 px on 112 px) + Llama (2 layers); 64 tokens/image."""
+    torch.manual_seed(seed)
+    config = LlavaConfig(vision_config=CLIP, text_config=LLAMA, image_token_id=IMAGE_TOKEN, image_seq_length=64)
+    return LlavaForConditionalGeneration(config).eval()
+
+
+def prompt(images: int, tokens_per_image: int, before: list[int], after: list[int]) -> list[int]:
+    """Text ids, then ``images`` runs of placeholders separated by a token, then more text."""
+    ids = list(before)
+    for i in range(images):
+        ids += [IMAGE_TOKEN] * tokens_per_image + ([5] if i < images - 1 else [])
+    return ids + list(after)
+
+
+def left_pad(rows: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, rows))
+    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask

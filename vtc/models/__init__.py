@@ -1,0 +1,28 @@
+"""Model adapters, one per family, chosen by ``model.config.model_type``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vtc.models.base import Adapter
+
+
+def _adapters() -> dict[str, type[Adapter]]:
+    from vtc.models.llava import LlavaAdapter
+
+    return {t: cls for cls in (LlavaAdapter,) for t in cls.model_types}
+
+
+def supported_model_types() -> list[str]:
+    return sorted(_adapters())
+
+
+def adapter_for(model: Any) -> Adapter:
+    """The adapter for ``model``; an unsupported model raises a ValueError listing the supported types."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    adapters = _adapters()
+    if model_type not in adapters:
+        raise ValueError(
+            f"model: vtc.apply does not support model_type {model_type!r}; supported: {', '.join(sorted(adapters))}"
+        )
+    return adapters[model_type](model)

@@ -1,0 +1,314 @@
+"""What every model adapter shares: the media it encodes, the sequence rewrite, and the patch handle.
+
+The route (DESIGN.md, transformers >= 5.18): when a patched model is called with pixel inputs, the
+adapter encodes the media itself through the model's own ``get_image_features``, runs the compressor,
+drops the placeholder tokens of the pruned visual tokens from ``input_ids`` (and the attention mask,
+labels and position ids), and calls the original ``forward``/``generate`` with
+``mm_encoder_outputs=`` holding the kept features. Kept tokens and the text after them keep their
+original positions. No transformers ``forward`` body is copied: only ``forward`` and ``generate`` are
+wrapped on the instance, and ``remove()`` deletes the wrappers.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vtc.core.registry import Compressor
+from vtc.core.types import Compressed, VisualTokens
+
+
+@dataclass
+class Encoded:
+    """One modality of one call, encoded: tokens for the compressor, and where they sit in the prompt.
+
+    ``rows[i]`` is the batch row holding media item ``i`` (items in prompt order), ``counts[i]`` its
+    number of placeholder tokens. ``extra`` holds what the adapter needs to pack the kept features.
+    """
+
+    modality: str
+    tokens: VisualTokens
+    rows: list[int]
+    counts: list[int]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Rewritten:
+    input_ids: Tensor
+    attention_mask: Tensor
+    position_ids: Tensor
+    labels: Tensor | None
+
+
+def _left_padded(attention_mask: Tensor) -> bool:
+    """Whether padding sits on the left (some row starts with padding and every row ends valid)."""
+    return bool((attention_mask[:, 0] == 0).any()) and bool((attention_mask[:, -1] == 1).all())
+
+
+def rewrite_sequence(
+    input_ids: Tensor,
+    attention_mask: Tensor,
+    position_ids: Tensor,
+    labels: Tensor | None,
+    keep: Tensor,
+    pad_token_id: int,
+) -> Rewritten:
+    """Drop the columns where ``keep [B, L]`` is False, per row, and re-pad on the original side.
+
+    ``position_ids`` is ``[B, L]`` or ``[R, B, L]`` (Qwen's M-RoPE rows); the kept columns keep their
+    values. Padding gets ``pad_token_id``, mask 0, label -100 and position 0 (or 1 where the input's
+    padding used 1).
+    """
+    batch = input_ids.shape[0]
+    left = _left_padded(attention_mask)
+    lengths = keep.sum(1)
+    width = int(lengths.max())
+    pos = position_ids if position_ids.ndim == 3 else position_ids[None]
+    new_ids = input_ids.new_full((batch, width), pad_token_id)
+    new_mask = attention_mask.new_zeros((batch, width))
+    new_pos = pos.new_zeros((pos.shape[0], batch, width))
+    new_labels = None if labels is None else labels.new_full((batch, width), -100)
+    for b in range(batch):
+        cols = keep[b].nonzero()[:, 0]
+        n = cols.numel()
+        dst = slice(width - n, width) if left else slice(0, n)
+        new_ids[b, dst] = input_ids[b, cols]
+        new_mask[b, dst] = attention_mask[b, cols]
+        new_pos[:, b, dst] = pos[:, b, cols]
+        if new_labels is not None:
+            new_labels[b, dst] = labels[b, cols]
+    if position_ids.ndim == 2:
+        new_pos = new_pos[0]
+    return Rewritten(new_ids, new_mask, new_pos, new_labels)
+
+
+def placeholder_columns(input_ids: Tensor, token_id: int, encoded: Encoded) -> list[Tensor]:
+    """Column indices of each media item's placeholder run, items taken in prompt order per row."""
+    columns: list[Tensor] = []
+    taken = [0] * input_ids.shape[0]
+    row_cols = [(input_ids[b] == token_id).nonzero()[:, 0] for b in range(input_ids.shape[0])]
+    for row, count in zip(encoded.rows, encoded.counts, strict=True):
+        cols = row_cols[row][taken[row] : taken[row] + count]
+        if cols.numel() != count:
+            raise ValueError(
+                f"input_ids: row {row} has {row_cols[row].numel()} {encoded.modality} placeholder tokens "
+                f"(id {token_id}), fewer than its {encoded.modality}s need"
+            )
+        taken[row] += count
+        columns.append(cols)
+    for row, cols in enumerate(row_cols):
+        if taken[row] != cols.numel():
+            raise ValueError(
+                f"input_ids: row {row} has {cols.numel()} {encoded.modality} placeholder tokens (id {token_id}), "
+                f"but its {encoded.modality}s give {taken[row]} features"
+            )
+    return columns
+
+
+def assign_rows(input_ids: Tensor, token_id: int, counts: list[int], modality: str) -> list[int]:
+    """The batch row of each media item, given each item's placeholder count, in prompt order."""
+    per_row = (input_ids == token_id).sum(1).tolist()
+    rows, row, used = [], 0, 0
+    for count in counts:
+        while row < len(per_row) and used + count > per_row[row]:
+            if used != per_row[row]:
+                break
+            row, used = row + 1, 0
+        if row >= len(per_row) or used + count > per_row[row]:
+            raise ValueError(
+                f"input_ids: the {modality} placeholder tokens (id {token_id}) per row, {per_row}, do not match "
+                f"the {len(counts)} {modality}(s) given, which need {counts} tokens each"
+            )
+        rows.append(row)
+        used += count
+    if sum(counts) != sum(per_row):
+        raise ValueError(
+            f"input_ids: {sum(per_row)} {modality} placeholder tokens (id {token_id}) for {modality}s that give "
+            f"{sum(counts)} features"
+        )
+    return rows
+
+
+def question_text(
+    model: Any, input_ids: Tensor, attention_mask: Tensor, rows: list[int], media_ids: set[int]
+) -> tuple[Tensor, Tensor]:
+    """The LLM input embeddings of each item's row, text tokens only: ``text [M, T, D]``, ``mask [M, T]``."""
+    embed = model.get_input_embeddings()
+    is_text = attention_mask.bool()
+    for token_id in media_ids:
+        is_text &= input_ids != token_id
+    lengths = is_text.sum(1)
+    width = max(1, int(lengths.max()))
+    with torch.no_grad():
+        embeds = embed(input_ids)
+    text = embeds.new_zeros((len(rows), width, embeds.shape[-1]))
+    mask = torch.zeros((len(rows), width), dtype=torch.bool, device=input_ids.device)
+    for i, row in enumerate(rows):
+        n = int(lengths[row])
+        text[i, :n] = embeds[row, is_text[row]]
+        mask[i, :n] = True
+    return text, mask
+
+
+class Adapter:
+    """One model family. Subclasses know their media inputs, encoders and positions."""
+
+    model_types: tuple[str, ...] = ()
+    media_keys: dict[str, tuple[str, ...]] = {}
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def token_id(self, modality: str) -> int:
+        return getattr(self.model.config, f"{modality}_token_id")
+
+    def pad_token_id(self) -> int:
+        pad = getattr(self.model.config.get_text_config(), "pad_token_id", None)
+        return 0 if pad is None else int(pad)
+
+    def pop_media(self, kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Remove each modality's pixel inputs from ``kwargs``; modalities without pixels are skipped."""
+        media = {}
+        for modality, keys in self.media_keys.items():
+            pixels = kwargs.get(keys[0])
+            if pixels is None:
+                continue
+            media[modality] = {k: kwargs.pop(k) for k in keys if kwargs.get(k) is not None}
+            for k in keys:
+                kwargs.pop(k, None)
+        return media
+
+    def base_positions(self, input_ids: Tensor, attention_mask: Tensor, media: dict, generating: bool) -> Tensor:
+        """Positions the unpatched model would use for the full sequence."""
+        if generating:
+            return self.model._prepare_position_ids_for_generation(
+                input_ids, {"input_ids": input_ids, "attention_mask": attention_mask}
+            )
+        return torch.arange(input_ids.shape[1], device=input_ids.device).expand(input_ids.shape[0], -1)
+
+    def encode(
+        self, modality: str, inputs: dict[str, Any], compressor: Compressor, input_ids: Tensor, attention_mask: Tensor
+    ) -> Encoded:
+        raise NotImplementedError
+
+    def pack(self, encoded: Encoded, compressed: Compressed) -> Any:
+        raise NotImplementedError
+
+
+class Patch:
+    """The handle `vtc.apply` returns: ``stats`` per forward, ``remove()``, and a context manager."""
+
+    def __init__(self, model: Any, adapter: Adapter, compressor: Compressor) -> None:
+        if getattr(model, "_vtc_patch", None) is not None:
+            raise ValueError("model: vtc is already applied to this model; call .remove() on its handle first")
+        self.model = model
+        self.adapter = adapter
+        self.compressor = compressor
+        self.stats: list[dict[str, Any]] = []
+        self._saved = {name: model.__dict__.get(name) for name in ("forward", "generate")}
+        self._orig_forward: Callable = model.forward
+        self._orig_generate: Callable = model.generate
+        self._forward_signature = inspect.signature(self._orig_forward)
+        model.forward = self._forward
+        model.generate = self._generate
+        model._vtc_patch = self
+
+    def remove(self) -> None:
+        """Restore the model exactly as it was (idempotent)."""
+        if getattr(self.model, "_vtc_patch", None) is not self:
+            return
+        for name, saved in self._saved.items():
+            if saved is None:
+                self.model.__dict__.pop(name, None)
+            else:
+                setattr(self.model, name, saved)
+        del self.model._vtc_patch
+
+    def __enter__(self) -> Patch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def _prepare(self, kwargs: dict[str, Any], media: dict, generating: bool) -> dict[str, Any]:
+        input_ids = kwargs.get("input_ids")
+        if input_ids is None:
+            raise ValueError(
+                "input_ids: vtc needs input_ids with the media placeholder tokens (inputs_embeds alone "
+                "cannot be rewritten)"
+            )
+        if kwargs.get("inputs_embeds") is not None:
+            raise ValueError(
+                "inputs_embeds: pass input_ids, not inputs_embeds, with pixel inputs to a vtc-patched model"
+            )
+        if kwargs.get("past_key_values") is not None and kwargs["past_key_values"].get_seq_length() > 0:
+            raise ValueError("past_key_values: pixel inputs are only accepted at prefill (an empty cache)")
+        attention_mask = kwargs.get("attention_mask")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        positions = kwargs.get("position_ids")
+        if positions is None:
+            positions = self.adapter.base_positions(input_ids, attention_mask, media, generating)
+        keep = torch.ones_like(input_ids, dtype=torch.bool)
+        outputs = {}
+        record: dict[str, Any] = {"stage": "projector", "method": self.compressor.info.name}
+        for modality, inputs in media.items():
+            encoded = self.adapter.encode(modality, inputs, self.compressor, input_ids, attention_mask)
+            compressed = self.compressor(encoded.tokens)
+            columns = placeholder_columns(input_ids, self.adapter.token_id(modality), encoded)
+            before = [0] * input_ids.shape[0]
+            after = [0] * input_ids.shape[0]
+            for i, (row, cols) in enumerate(zip(encoded.rows, columns, strict=True)):
+                kept = compressed.index[i, : int(compressed.counts[i])]
+                drop = torch.ones(cols.numel(), dtype=torch.bool, device=cols.device)
+                drop[kept] = False
+                keep[row, cols[drop]] = False
+                before[row] += cols.numel()
+                after[row] += kept.numel()
+            outputs[modality] = self.adapter.pack(encoded, compressed)
+            record[modality] = {"before": before, "after": after}
+        new = rewrite_sequence(
+            input_ids, attention_mask, positions, kwargs.get("labels"), keep, self.adapter.pad_token_id()
+        )
+        kwargs.update(input_ids=new.input_ids, attention_mask=new.attention_mask, position_ids=new.position_ids)
+        if new.labels is not None:
+            kwargs["labels"] = new.labels
+        kwargs["mm_encoder_outputs"] = outputs
+        record["before"] = [sum(v) for v in zip(*(record[m]["before"] for m in media), strict=True)]
+        record["after"] = [sum(v) for v in zip(*(record[m]["after"] for m in media), strict=True)]
+        self.stats.append(record)
+        return kwargs
+
+    def _forward(self, *args: Any, **kwargs: Any) -> Any:
+        bound = self._forward_signature.bind_partial(*args, **kwargs)
+        call = dict(bound.arguments)
+        call.update(call.pop("kwargs", {}))
+        media = self.adapter.pop_media(call)
+        if not media:
+            return self._orig_forward(**call)
+        return self._orig_forward(**self._prepare(call, media, generating=False))
+
+    def _generate(self, inputs: Tensor | None = None, **kwargs: Any) -> Any:
+        if inputs is not None:
+            kwargs["input_ids"] = inputs
+        media = self.adapter.pop_media(kwargs)
+        if not media:
+            return self._orig_generate(**kwargs)
+        original_ids = kwargs["input_ids"]
+        call = self._prepare(kwargs, media, generating=True)
+        pruned_width = call["input_ids"].shape[1]
+        out = self._orig_generate(**call)
+        sequences = out if isinstance(out, Tensor) else out.sequences
+        repeats = sequences.shape[0] // original_ids.shape[0]
+        prompt = original_ids.repeat_interleave(repeats, dim=0)
+        full = torch.cat([prompt, sequences[:, pruned_width:]], dim=1)  # the caller's prompt, then new tokens
+        if isinstance(out, Tensor):
+            return full
+        out.sequences = full
+        return out
