@@ -7,9 +7,11 @@ from typing import Any
 from vtc.core.registry import Compressor, build
 
 
-def apply(model: Any, method: str | Compressor, **kwargs: Any) -> Any:
+def apply(model: Any, method: str | Compressor, *, cls_substitute: str | None = None, **kwargs: Any) -> Any:
     """Patch ``model`` with ``method`` (a registered name plus budget/kwargs, or a built compressor).
 
+    ``cls_substitute="received"`` lets methods that need [CLS] attention run on towers without a
+    [CLS] (SigLIP, Qwen's ViT) on the attention each token receives instead; without it they raise.
     Returns the handle: ``.stats`` (tokens before/after per sample, per forward), ``.remove()``, and
     ``with vtc.apply(...):`` which removes the patch on exit.
     """
@@ -32,4 +34,4 @@ def apply(model: Any, method: str | Compressor, **kwargs: Any) -> Any:
             f"method: {compressor.info.name} runs at stage {compressor.info.stage!r}; vtc.apply runs "
             "projector-stage methods"
         )
-    return Patch(model, adapter_for(model), compressor)
+    return Patch(model, adapter_for(model, cls_substitute), compressor)

@@ -6,18 +6,27 @@ from typing import Any
 
 from vtc.models.base import Adapter
 
+ADAPTER_MODULES = ("llava", "llava_next", "qwen_vl")  # vtc.models.<module>.ADAPTERS
+
 
 def _adapters() -> dict[str, type[Adapter]]:
-    from vtc.models.llava import LlavaAdapter
+    import importlib
+    import importlib.util
 
-    return {t: cls for cls in (LlavaAdapter,) for t in cls.model_types}
+    out: dict[str, type[Adapter]] = {}
+    for name in ADAPTER_MODULES:
+        if importlib.util.find_spec(f"vtc.models.{name}") is None:
+            continue
+        for cls in importlib.import_module(f"vtc.models.{name}").ADAPTERS:
+            out.update({t: cls for t in cls.model_types})
+    return out
 
 
 def supported_model_types() -> list[str]:
     return sorted(_adapters())
 
 
-def adapter_for(model: Any) -> Adapter:
+def adapter_for(model: Any, cls_substitute: str | None = None) -> Adapter:
     """The adapter for ``model``; an unsupported model raises a ValueError listing the supported types."""
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     adapters = _adapters()
@@ -25,4 +34,4 @@ def adapter_for(model: Any) -> Adapter:
         raise ValueError(
             f"model: vtc.apply does not support model_type {model_type!r}; supported: {', '.join(sorted(adapters))}"
         )
-    return adapters[model_type](model)
+    return adapters[model_type](model, cls_substitute)

@@ -44,6 +44,7 @@ class Rewritten:
     attention_mask: Tensor
     position_ids: Tensor
     labels: Tensor | None
+    extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 def _left_padded(attention_mask: Tensor) -> bool:
@@ -58,13 +59,15 @@ def rewrite_sequence(
     labels: Tensor | None,
     keep: Tensor,
     pad_token_id: int,
+    extras: dict[str, Tensor] | None = None,
 ) -> Rewritten:
     """Drop the columns where ``keep [B, L]`` is False, per row, and re-pad on the original side.
 
     ``position_ids`` is ``[B, L]`` or ``[R, B, L]`` (Qwen's M-RoPE rows); the kept columns keep their
-    values. Padding gets ``pad_token_id``, mask 0, label -100 and position 0 (or 1 where the input's
-    padding used 1).
+    values. Padding gets ``pad_token_id``, mask 0, label -100, position 0, and 0 in ``extras`` (other
+    ``[B, L]`` tensors that follow the sequence, e.g. Qwen's ``mm_token_type_ids``).
     """
+    extras = extras or {}
     batch = input_ids.shape[0]
     left = _left_padded(attention_mask)
     lengths = keep.sum(1)
@@ -74,6 +77,7 @@ def rewrite_sequence(
     new_mask = attention_mask.new_zeros((batch, width))
     new_pos = pos.new_zeros((pos.shape[0], batch, width))
     new_labels = None if labels is None else labels.new_full((batch, width), -100)
+    new_extras = {name: t.new_zeros((batch, width)) for name, t in extras.items()}
     for b in range(batch):
         cols = keep[b].nonzero()[:, 0]
         n = cols.numel()
@@ -83,9 +87,11 @@ def rewrite_sequence(
         new_pos[:, b, dst] = pos[:, b, cols]
         if new_labels is not None:
             new_labels[b, dst] = labels[b, cols]
+        for name, t in extras.items():
+            new_extras[name][b, dst] = t[b, cols]
     if position_ids.ndim == 2:
         new_pos = new_pos[0]
-    return Rewritten(new_ids, new_mask, new_pos, new_labels)
+    return Rewritten(new_ids, new_mask, new_pos, new_labels, new_extras)
 
 
 def placeholder_columns(input_ids: Tensor, token_id: int, encoded: Encoded) -> list[Tensor]:
@@ -156,14 +162,42 @@ def question_text(
     return text, mask
 
 
+def slot_means(values: Tensor, compressed: Compressed, item: int) -> Tensor:
+    """Per-token ``values [n, ...]`` of media item ``item`` reduced like its features: the mean of each slot.
+
+    For tensors that must follow the same selection and merges as the features (e.g. Qwen3-VL's
+    deepstack features).
+    """
+    k = int(compressed.counts[item])
+    assign = compressed.assign[item, : values.shape[0]]
+    kept = assign >= 0
+    acc = torch.float64 if values.dtype == torch.float64 else torch.float32
+    sums = values.new_zeros((k, *values.shape[1:]), dtype=acc).index_add_(0, assign[kept], values[kept].to(acc))
+    sizes = compressed.sizes[item, :k].to(acc).view(k, *([1] * (values.ndim - 1)))
+    return (sums / sizes).to(values.dtype)
+
+
+CLS_SUBSTITUTES = (None, "received")
+
+
 class Adapter:
-    """One model family. Subclasses know their media inputs, encoders and positions."""
+    """One model family. Subclasses know their media inputs, encoders and positions.
+
+    ``media_keys``: per modality, the call's keyword arguments that carry it (the first one, its pixels,
+    says whether the modality is present). ``sequence_keys``: other ``[B, L]`` arguments that follow the
+    token sequence. ``cls_substitute``: what to give methods that ask for ``cls_attn`` when the tower
+    has no [CLS] (``None``: a clear error; ``"received"``: the attention each token receives).
+    """
 
     model_types: tuple[str, ...] = ()
     media_keys: dict[str, tuple[str, ...]] = {}
+    sequence_keys: tuple[str, ...] = ()
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, cls_substitute: str | None = None) -> None:
+        if cls_substitute not in CLS_SUBSTITUTES:
+            raise ValueError(f"cls_substitute: expected None or 'received', got {cls_substitute!r}")
         self.model = model
+        self.cls_substitute = cls_substitute
 
     def token_id(self, modality: str) -> int:
         return getattr(self.model.config, f"{modality}_token_id")
@@ -199,6 +233,9 @@ class Adapter:
 
     def pack(self, encoded: Encoded, compressed: Compressed) -> Any:
         raise NotImplementedError
+
+    def finish(self, kwargs: dict[str, Any], generating: bool) -> None:
+        """Last touch on the rewritten call (e.g. compact text positions, rope deltas); default none."""
 
 
 class Patch:
@@ -273,13 +310,16 @@ class Patch:
                 after[row] += kept.numel()
             outputs[modality] = self.adapter.pack(encoded, compressed)
             record[modality] = {"before": before, "after": after}
+        extras = {k: kwargs[k] for k in self.adapter.sequence_keys if kwargs.get(k) is not None}
         new = rewrite_sequence(
-            input_ids, attention_mask, positions, kwargs.get("labels"), keep, self.adapter.pad_token_id()
+            input_ids, attention_mask, positions, kwargs.get("labels"), keep, self.adapter.pad_token_id(), extras
         )
         kwargs.update(input_ids=new.input_ids, attention_mask=new.attention_mask, position_ids=new.position_ids)
+        kwargs.update(new.extras)
         if new.labels is not None:
             kwargs["labels"] = new.labels
         kwargs["mm_encoder_outputs"] = outputs
+        self.adapter.finish(kwargs, generating)
         record["before"] = [sum(v) for v in zip(*(record[m]["before"] for m in media), strict=True)]
         record["after"] = [sum(v) for v in zip(*(record[m]["after"] for m in media), strict=True)]
         self.stats.append(record)

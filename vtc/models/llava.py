@@ -88,3 +88,6 @@ class LlavaAdapter(Adapter):
     def pack(self, encoded: Encoded, compressed: Compressed) -> BaseModelOutputWithPooling:
         kept = [compressed.features[i, : int(k)] for i, k in enumerate(compressed.counts)]
         return BaseModelOutputWithPooling(pooler_output=kept)
+
+
+ADAPTERS = (LlavaAdapter,)
