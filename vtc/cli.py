@@ -81,6 +81,84 @@ def bench_methods(n: int, dim: int, ratio: float, batch: int, repeats: int, seed
     return title + "\n" + format_table(rows, header)
 
 
+MAX_IMAGE_PIXELS = 20_000_000
+
+
+def parse_methods(spec: str, ratio: float | None, count: int | None) -> list[tuple[str, dict]]:
+    """``"a,b:0.1,c:adaptive,d:count=64"`` into ``[(name, budget kwargs), ...]``; a bare name gets the defaults."""
+    out = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, budget = item.partition(":")
+        if not budget:
+            kwargs = {"count": count} if count is not None else {"ratio": ratio}
+        elif budget == "adaptive":
+            kwargs = {"budget": "adaptive"}
+        elif budget.startswith("count="):
+            kwargs = {"count": int(budget[6:])}
+        else:
+            kwargs = {"ratio": float(budget)}
+        out.append((name, kwargs))
+    if not out:
+        raise ValueError("--methods: expected a comma-separated list of method names")
+    return out
+
+
+def load_image(path: str) -> object:
+    """An RGB PIL image, with clear errors for missing, unreadable or oversized files."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise ValueError(f"image: {path} has {img.width}x{img.height} pixels, over the 20 MP limit")
+            return img.convert("RGB")
+    except FileNotFoundError:
+        raise ValueError(f"image: no such file {path}") from None
+    except OSError as err:
+        raise ValueError(f"image: cannot read {path} ({err})") from None
+
+
+def image_prompt(processor: object, question: str) -> str:
+    """The processor's chat template with one image and the question, or ``<image>\nquestion``."""
+    if getattr(processor, "chat_template", None):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        return processor.apply_chat_template(messages, add_generation_prompt=True)
+    return f"{processor.image_token}\n{question}"
+
+
+def compare(media: str, question: str, methods: list[tuple[str, dict]], model_id: str, max_new_tokens: int) -> str:
+    """Each method (and no compression) on one image: visual tokens kept, prefill time and the answer."""
+    import torch
+
+    from vtc.core.apply import apply
+    from vtc.core.registry import build
+    from vtc.models.loading import load
+
+    if media.lower().endswith((".mp4", ".avi", ".mov", ".mkv", ".webm")):
+        raise ValueError("media: vtc compare takes images for now; video input arrives with the video loader")
+    compressors = [(name, build(name, **kwargs)) for name, kwargs in methods]  # bad names fail before loading
+    image = load_image(media)
+    model, processor = load(model_id)
+    inputs = processor(images=image, text=image_prompt(processor, question), return_tensors="pt")
+    n_visual = int((inputs["input_ids"] == model.config.image_token_id).sum())
+    rows = []
+    for label, compressor in [("none", None), *compressors]:
+        handle = apply(model, compressor) if compressor is not None else None
+        try:
+            with torch.no_grad():
+                start = time.perf_counter()
+                model(**inputs)
+                prefill_ms = (time.perf_counter() - start) * 1000
+                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            kept = handle.stats[0]["after"][0] if handle else n_visual
+        finally:
+            if handle:
+                handle.remove()
+        answer = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
+        rows.append([label, f"{n_visual} -> {kept}", f"{prefill_ms:.1f}", answer.strip()])
+    return format_table(rows, ["method", "visual tokens", "prefill ms", "answer"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vtc", description="Visual-token compression for VLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -94,6 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     bm.add_argument("--batch", type=int, default=2)
     bm.add_argument("--repeats", type=int, default=3)
     bm.add_argument("--seed", type=int, default=0)
+    cmp = sub.add_parser("compare", help="compare methods on one image: tokens kept, prefill time, answer")
+    cmp.add_argument("media", help="an image file")
+    cmp.add_argument("--question", required=True)
+    cmp.add_argument("--methods", required=True, help="e.g. divprune,visionzip:0.11,prumerge:adaptive")
+    cmp.add_argument("--ratio", type=float, default=0.25)
+    cmp.add_argument("--count", type=int, default=None)
+    cmp.add_argument("--model", required=True, help="a supported model: hub id or local path")
+    cmp.add_argument("--max-new-tokens", type=int, default=32)
     bench_sub.add_parser(
         "kernels", help="selection kernels vs naive full-matrix torch (see vtc.kernels.bench)", add_help=False
     )
@@ -107,6 +193,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "methods":
             print(methods_table(list_methods()))
+        elif args.command == "compare":
+            methods = parse_methods(args.methods, args.ratio, args.count)
+            print(compare(args.media, args.question, methods, args.model, args.max_new_tokens))
         elif args.command == "bench" and args.what == "methods":
             print(bench_methods(args.n, args.dim, args.ratio, args.batch, args.repeats, args.seed))
     except ValueError as err:

@@ -1,0 +1,30 @@
+"""Loading a VLM and its processor: any Hugging Face id or local path (safetensors only, offline-friendly).
+
+The embedded tiny models (issue D) will be registered in ``EMBEDDED`` by name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+EMBEDDED: dict[str, Path] = {}
+
+
+def load(name_or_path: str, *, dtype: Any = None, device: str = "cpu", trust_remote_code: bool = False) -> tuple:
+    """``(model, processor)`` for an embedded model name, a local folder or a hub id (weights: safetensors only)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    source = str(EMBEDDED.get(name_or_path, name_or_path))
+    try:
+        model = AutoModelForImageTextToText.from_pretrained(
+            source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+        )
+        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except OSError as err:
+        known = ", ".join(sorted(EMBEDDED)) or "none yet"
+        raise ValueError(
+            f"model: could not load {name_or_path!r} as a local folder or hub id with safetensors weights "
+            f"(embedded models: {known}): {err}"
+        ) from err
+    return model.to(device).eval(), processor
