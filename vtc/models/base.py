@@ -11,6 +11,7 @@ wrapped on the instance, and ``remove()`` deletes the wrappers.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -231,11 +232,30 @@ class Adapter:
     ) -> Encoded:
         raise NotImplementedError
 
+    def compress(self, encoded: Encoded, compressor: Compressor) -> Compressed:
+        """Run ``compressor`` on ``encoded.tokens``; the result's ``index``/``assign`` address each item's
+        placeholder run (by default the tokens are exactly the placeholders). Adapters whose placeholder
+        runs hold tokens the compressor should not see (e.g. LLaVA-NeXT's row newlines) override this."""
+        return compressor(encoded.tokens)
+
     def pack(self, encoded: Encoded, compressed: Compressed) -> Any:
         raise NotImplementedError
 
     def finish(self, kwargs: dict[str, Any], generating: bool) -> None:
         """Last touch on the rewritten call (e.g. compact text positions, rope deltas); default none."""
+
+
+def _delegate(target: Callable, original: Callable) -> Callable:
+    """A plain function calling ``target`` that carries ``original``'s name, docstring and signature.
+
+    ``generate`` inspects ``forward``'s signature (which kwargs it accepts, whether it takes
+    ``position_ids``), so the wrapper must look like the original.
+    """
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return target(*args, **kwargs)
+
+    return functools.update_wrapper(wrapper, original)
 
 
 class Patch:
@@ -252,8 +272,8 @@ class Patch:
         self._orig_forward: Callable = model.forward
         self._orig_generate: Callable = model.generate
         self._forward_signature = inspect.signature(self._orig_forward)
-        model.forward = self._forward
-        model.generate = self._generate
+        model.forward = _delegate(self._forward, self._orig_forward)
+        model.generate = _delegate(self._generate, self._orig_generate)
         model._vtc_patch = self
 
     def remove(self) -> None:
@@ -292,12 +312,12 @@ class Patch:
         positions = kwargs.get("position_ids")
         if positions is None:
             positions = self.adapter.base_positions(input_ids, attention_mask, media, generating)
-        keep = torch.ones_like(input_ids, dtype=torch.bool)
+        keep = attention_mask.bool()  # padding columns go too; the rewrite re-pads to the longest row
         outputs = {}
         record: dict[str, Any] = {"stage": "projector", "method": self.compressor.info.name}
         for modality, inputs in media.items():
             encoded = self.adapter.encode(modality, inputs, self.compressor, input_ids, attention_mask)
-            compressed = self.compressor(encoded.tokens)
+            compressed = self.adapter.compress(encoded, self.compressor)
             columns = placeholder_columns(input_ids, self.adapter.token_id(modality), encoded)
             before = [0] * input_ids.shape[0]
             after = [0] * input_ids.shape[0]
