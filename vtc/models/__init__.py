@@ -6,20 +6,11 @@ from typing import Any
 
 from vtc.models.base import Adapter
 
-ADAPTER_MODULES = ("llava", "llava_next", "qwen_vl")  # vtc.models.<module>.ADAPTERS
-
 
 def _adapters() -> dict[str, type[Adapter]]:
-    import importlib
-    import importlib.util
+    from vtc.models import llava, llava_next, qwen_vl
 
-    out: dict[str, type[Adapter]] = {}
-    for name in ADAPTER_MODULES:
-        if importlib.util.find_spec(f"vtc.models.{name}") is None:
-            continue
-        for cls in importlib.import_module(f"vtc.models.{name}").ADAPTERS:
-            out.update({t: cls for t in cls.model_types})
-    return out
+    return {t: cls for module in (llava, llava_next, qwen_vl) for cls in module.ADAPTERS for t in cls.model_types}
 
 
 def supported_model_types() -> list[str]:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from vtc.core.registry import Compressor
+from vtc.core.registry import Compressor, list_methods
 from vtc.core.types import Compressed, VisualTokens
 
 
@@ -176,6 +176,25 @@ def slot_means(values: Tensor, compressed: Compressed, item: int) -> Tensor:
     sums = values.new_zeros((k, *values.shape[1:]), dtype=acc).index_add_(0, assign[kept], values[kept].to(acc))
     sizes = compressed.sizes[item, :k].to(acc).view(k, *([1] * (values.ndim - 1)))
     return (sums / sizes).to(values.dtype)
+
+
+def methods_without_cls() -> str:
+    """Methods that run on towers without [CLS]: none needed, or they ask for received attention."""
+    names = []
+    for info in list_methods():
+        if "cls_attn" not in info.signals:
+            names.append(info.name)
+        elif "attention" in info.kwargs:
+            names.append(f"{info.name} (attention='received')")
+    return ", ".join(names)
+
+
+def stack_padded(pieces: list[Tensor], width: int) -> Tensor:
+    """``[M, width, ...]`` with each piece (``[n_i, ...]``) at the start of its row, zeros after."""
+    out = pieces[0].new_zeros((len(pieces), width, *pieces[0].shape[1:]))
+    for i, piece in enumerate(pieces):
+        out[i, : piece.shape[0]] = piece
+    return out
 
 
 CLS_SUBSTITUTES = (None, "received")

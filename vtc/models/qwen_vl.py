@@ -54,9 +54,17 @@ import torch
 from torch import Tensor
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from vtc.core.registry import Compressor, list_methods
+from vtc.core.registry import Compressor
 from vtc.core.types import Compressed, VisualTokens
-from vtc.models.base import Adapter, Encoded, assign_rows, question_text, slot_means
+from vtc.models.base import (
+    Adapter,
+    Encoded,
+    assign_rows,
+    methods_without_cls,
+    question_text,
+    slot_means,
+    stack_padded,
+)
 from vtc.models.llava import encoder_layer
 
 RECORD_IMPL = "vtc_record"
@@ -167,24 +175,6 @@ class TowerProbe:
         return torch.cat(self.recorders[block].received)
 
 
-def _methods_without_cls() -> str:
-    names = []
-    for info in list_methods():
-        if "cls_attn" not in info.signals:
-            names.append(info.name)
-        elif "attention" in info.kwargs:
-            names.append(f"{info.name} (attention='received')")
-    return ", ".join(names)
-
-
-def _stack(pieces: list[Tensor], width: int) -> Tensor:
-    """``[M, width, ...]`` with each piece (``[n_i, ...]``) at the start of its row, zeros after."""
-    out = pieces[0].new_zeros((len(pieces), width, *pieces[0].shape[1:]))
-    for i, piece in enumerate(pieces):
-        out[i, : piece.shape[0]] = piece
-    return out
-
-
 class QwenVLAdapter(Adapter):
     """Qwen2-VL and Qwen3-VL (deepstack); Qwen2.5-VL adds its window order in a subclass."""
 
@@ -254,7 +244,7 @@ class QwenVLAdapter(Adapter):
             raise ValueError(
                 f"{info.name}: needs [CLS] attention (cls_attn), but the {self.model.config.model_type} vision "
                 "tower has no [CLS] token; pass cls_substitute='received' to vtc.apply to score tokens by the "
-                f"attention they receive, or use a method that works without cls_attn: {_methods_without_cls()}"
+                f"attention they receive, or use a method that works without cls_attn: {methods_without_cls()}"
             )
         depth = len(self.tower().blocks)
         asked = getattr(compressor.config, "layers", (-2,))
@@ -289,10 +279,10 @@ class QwenVLAdapter(Adapter):
         width = max(counts)
         signals: dict[str, Tensor] = {}
         if attn_layers:
-            rows = [_stack(per_token(probe.received(i), "sum"), width) for i in attn_layers]
+            rows = [stack_padded(per_token(probe.received(i), "sum"), width) for i in attn_layers]
             signals["cls_attn"] = torch.stack(rows, dim=1)
         if "keys" in wanted:
-            signals["keys"] = _stack(per_token(probe.keys(key_block), "mean"), width)
+            signals["keys"] = stack_padded(per_token(probe.keys(key_block), "mean"), width)
         rows = assign_rows(input_ids, self.token_id(modality), counts, modality)
         if "text" in wanted:
             signals["text"], signals["text_mask"] = question_text(
@@ -301,7 +291,7 @@ class QwenVLAdapter(Adapter):
         device = features[0].device
         lengths = torch.tensor(counts, device=device)
         tokens = VisualTokens(
-            features=_stack(features, width),
+            features=stack_padded(features, width),
             mask=torch.arange(width, device=device)[None, :] < lengths[:, None],
             grid=torch.tensor(grids, device=device),
             **{k: v.to(device) for k, v in signals.items()},
