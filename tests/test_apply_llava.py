@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import IMAGE_TOKEN, left_pad, prompt, tiny_llava
+from tiny_models import IMAGE_TOKEN, greedy_reference, left_pad, prompt, tiny_llava
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import vtc
@@ -135,23 +135,6 @@ def test_forward_matches_hand_built_reference(pixels, method, budget):
                 attention_mask=torch.ones(1, len(pos), dtype=torch.long),
             ).logits[0]
         assert torch.allclose(got[row, -len(pos) :], want, atol=1e-5), f"row {row}"
-
-
-def greedy_reference(ref, embeds, positions, steps):
-    """No-cache greedy decoding: re-run the whole sequence each step, positions continuing from the last."""
-    embed, out = ref.get_input_embeddings(), []
-    for _ in range(steps):
-        with torch.no_grad():
-            logits = ref(
-                inputs_embeds=embeds[None],
-                position_ids=positions[None],
-                attention_mask=torch.ones(1, len(positions), dtype=torch.long),
-            ).logits[0, -1]
-        token = int(logits.argmax())
-        out.append(token)
-        embeds = torch.cat([embeds, embed(torch.tensor([token]))])
-        positions = torch.cat([positions, positions[-1:] + 1])
-    return out
 
 
 METHODS = [m.name for m in vtc.list_methods()]

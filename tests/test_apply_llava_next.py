@@ -26,6 +26,7 @@ from tiny_llava_next import (
     tiny,
     video_pixels,
 )
+from tiny_models import greedy_reference
 from transformers.models.llava_next.modeling_llava_next import (
     get_anyres_image_grid_shape,
     image_size_to_num_patches,
@@ -397,23 +398,6 @@ def test_newline_rule_drops_rows_without_tokens():
         model(input_ids=ids, attention_mask=mask, **media)
     visual = [round(0.1 * n) for n in (64, 32, 48)]  # newlines are not in the budget
     assert sum(handle.stats[0]["after"]) == sum(visual) + kept_newlines
-
-
-def greedy_reference(ref, embeds, positions, steps):
-    """No-cache greedy decoding: re-run the whole sequence each step, positions continuing from the last."""
-    embed, out = ref.get_input_embeddings(), []
-    for _ in range(steps):
-        with torch.no_grad():
-            logits = ref(
-                inputs_embeds=embeds[None],
-                position_ids=positions[None],
-                attention_mask=torch.ones(1, len(positions), dtype=torch.long),
-            ).logits[0, -1]
-        token = int(logits.argmax())
-        out.append(token)
-        embeds = torch.cat([embeds, embed(torch.tensor([token])).detach()])
-        positions = torch.cat([positions, positions[-1:] + 1])
-    return out
 
 
 METHODS = [m.name for m in vtc.list_methods() if m.stage == "projector"]

@@ -8,6 +8,7 @@ Towers: 3 layers, 56 px crops of 14 px patches (4 x 4 = 16 tokens per crop); Any
 from __future__ import annotations
 
 import torch
+from tiny_models import TEXT_SIZES
 from transformers import (
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
@@ -27,16 +28,7 @@ PINPOINTS = [[56, 56], [56, 112], [112, 56], [112, 112]]
 _TOWER = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4, image_size=CROP)
 CLIP = dict(model_type="clip_vision_model", patch_size=14, projection_dim=32, **_TOWER)
 SIGLIP = dict(model_type="siglip_vision_model", patch_size=14, vision_use_head=False, **_TOWER)
-_TEXT = dict(
-    vocab_size=VOCAB,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-    pad_token_id=0,
-)
+_TEXT = TEXT_SIZES
 LLAMA = dict(model_type="llama", **_TEXT)
 QWEN2 = dict(model_type="qwen2", **_TEXT)
 

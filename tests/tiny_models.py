@@ -18,8 +18,7 @@ CLIP = dict(
     patch_size=14,
     projection_dim=32,
 )
-LLAMA = dict(
-    model_type="llama",
+TEXT_SIZES = dict(
     vocab_size=VOCAB,
     hidden_size=64,
     intermediate_size=128,
@@ -28,7 +27,8 @@ LLAMA = dict(
     num_key_value_heads=2,
     max_position_embeddings=512,
     pad_token_id=0,
-)
+)  # the tiny LLM shared by every tiny VLM of the tests
+LLAMA = dict(model_type="llama", **TEXT_SIZES)
 
 
 def tiny_llava(seed: int = 0) -> LlavaForConditionalGeneration:
@@ -74,3 +74,20 @@ def tiny_llava_processor():
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
     )
+
+
+def greedy_reference(ref, embeds, positions, steps):
+    """No-cache greedy decoding: re-run the whole sequence each step, positions continuing from the last."""
+    embed, out = ref.get_input_embeddings(), []
+    for _ in range(steps):
+        with torch.no_grad():
+            logits = ref(
+                inputs_embeds=embeds[None],
+                position_ids=positions[None],
+                attention_mask=torch.ones(1, len(positions), dtype=torch.long),
+            ).logits[0, -1]
+        token = int(logits.argmax())
+        out.append(token)
+        embeds = torch.cat([embeds, embed(torch.tensor([token])).detach()])
+        positions = torch.cat([positions, positions[-1:] + 1])
+    return out

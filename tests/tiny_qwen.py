@@ -9,6 +9,7 @@ expand to the placeholder runs the Qwen processors emit (Qwen3-VL: one ``<ts> <v
 from __future__ import annotations
 
 import torch
+from tiny_models import TEXT_SIZES
 from transformers import (
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
@@ -25,14 +26,7 @@ MERGE = 2
 TOKENS = dict(image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=START, vision_end_token_id=END)
 ROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
 TEXT = dict(
-    vocab_size=VOCAB,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-    pad_token_id=0,
+    TEXT_SIZES,
     bos_token_id=None,
     eos_token_id=None,  # no early stop: greedy runs always give max_new_tokens
     rope_parameters=ROPE,
