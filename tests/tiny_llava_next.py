@@ -8,7 +8,7 @@ Towers: 3 layers, 56 px crops of 14 px patches (4 x 4 = 16 tokens per crop); Any
 from __future__ import annotations
 
 import torch
-from tiny_models import TEXT_SIZES
+from tiny_models import TEXT_SIZES, left_pad  # noqa: F401  (re-exported for the tests)
 from transformers import (
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
@@ -75,10 +75,3 @@ def prompt(runs: list[tuple[int, int]], before: list[int], after: list[int]) -> 
     for i, (token, count) in enumerate(runs):
         ids += [token] * count + ([5] if i < len(runs) - 1 else [])
     return ids + list(after)
-
-
-def left_pad(rows: list[list[int]], pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(map(len, rows))
-    ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
