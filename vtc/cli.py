@@ -2,6 +2,9 @@
 
 vtc methods                      the registry as a table
 vtc bench methods [--n 576] ...  run every method on synthetic tokens: tokens kept and time
+vtc compare MEDIA --question ... each method on one image or video: tokens kept, prefill time, answer
+vtc data shapes --out DIR        write a synthetic shapes-world QA split (images, mp4 videos, JSONL)
+vtc train-tiny --model llava     train an embedded tiny model from scratch (resumable)
 """
 
 from __future__ import annotations
@@ -119,7 +122,9 @@ def load_image(path: str) -> object:
 
 
 def image_prompt(processor: object, question: str) -> str:
-    """The processor's chat template with one image and the question, or ``<image>\nquestion``."""
+    """The processor's own prompt format, its chat template with one image, or ``<image>\nquestion``."""
+    if hasattr(processor, "build_prompt"):
+        return processor.build_prompt(question, "image")
     if getattr(processor, "chat_template", None):
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
         return processor.apply_chat_template(messages, add_generation_prompt=True)
@@ -159,6 +164,21 @@ def compare(media: str, question: str, methods: list[tuple[str, dict]], model_id
     return format_table(rows, ["method", "visual tokens", "prefill ms", "answer"])
 
 
+def train_tiny(args: argparse.Namespace) -> None:
+    import dataclasses
+
+    import torch
+
+    from vtc.models.tiny_train import Plan, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    given = {"dense_steps": args.dense_steps, "qa_steps": args.qa_steps, "batch": args.batch}
+    plan = dataclasses.replace(Plan(), **{k: v for k, v in given.items() if v is not None})
+    family = {"llava": "llava", "qwen2vl": "qwen2_vl"}[args.model]
+    print(f"weights: {train(family, args.out, plan, device=args.device)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="vtc", description="Visual-token compression for VLMs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,6 +200,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmp.add_argument("--count", type=int, default=None)
     cmp.add_argument("--model", required=True, help="a supported model: hub id or local path")
     cmp.add_argument("--max-new-tokens", type=int, default=32)
+    data = sub.add_parser("data", help="synthetic datasets")
+    data_sub = data.add_subparsers(dest="what", required=True)
+    ds = data_sub.add_parser("shapes", help="write a shapes-world split: media/ plus annotations.jsonl")
+    ds.add_argument("--split", default="val", choices=["train", "val", "test"])
+    ds.add_argument("--n", type=int, default=500)
+    ds.add_argument("--out", required=True)
+    ds.add_argument("--video-fraction", type=float, default=0.5)
+    ds.add_argument("--seed", type=int, default=None, help="default: fixed per split (train 1000, val 1001, test 1002)")
+    ds.add_argument("--frames", type=int, default=16)
+    tt = sub.add_parser("train-tiny", help="train an embedded tiny model from scratch (resumes from DIR)")
+    tt.add_argument("--model", required=True, choices=["llava", "qwen2vl"])
+    tt.add_argument("--out", required=True, help="run folder: checkpoint.pt, then final/ with the weights")
+    tt.add_argument("--dense-steps", type=int, default=None)
+    tt.add_argument("--qa-steps", type=int, default=None)
+    tt.add_argument("--batch", type=int, default=None)
+    tt.add_argument("--device", default="cpu")
+    tt.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     bench_sub.add_parser(
         "kernels", help="selection kernels vs naive full-matrix torch (see vtc.kernels.bench)", add_help=False
     )
@@ -196,6 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "compare":
             methods = parse_methods(args.methods, args.ratio, args.count)
             print(compare(args.media, args.question, methods, args.model, args.max_new_tokens))
+        elif args.command == "data":
+            from vtc.data.shapes import write_split
+
+            path = write_split(args.out, split=args.split, n=args.n, video_fraction=args.video_fraction,
+                               seed=args.seed, frames=args.frames)
+            print(f"wrote {args.n} samples: {path}")
+        elif args.command == "train-tiny":
+            train_tiny(args)
         elif args.command == "bench" and args.what == "methods":
             print(bench_methods(args.n, args.dim, args.ratio, args.batch, args.repeats, args.seed))
     except ValueError as err:

@@ -1,6 +1,7 @@
-"""Loading a VLM and its processor: any Hugging Face id or local path (safetensors only, offline-friendly).
+"""Loading a VLM and its processor: an embedded tiny model, any Hugging Face id or local path.
 
-The embedded tiny models (issue D) will be registered in ``EMBEDDED`` by name.
+Weights load from safetensors only. The embedded models (``vtc-tiny-llava``, ``vtc-tiny-qwen2vl``) ship in
+the package and load offline; a folder with a ``vtc_processor.json`` gets vtc's own tiny processor.
 """
 
 from __future__ import annotations
@@ -8,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-EMBEDDED: dict[str, Path] = {}
+WEIGHTS = Path(__file__).parent / "weights"
+EMBEDDED: dict[str, Path] = {name: WEIGHTS / name for name in ("vtc-tiny-llava", "vtc-tiny-qwen2vl")}
 
 
 def load(name_or_path: str, *, dtype: Any = None, device: str = "cpu", trust_remote_code: bool = False) -> tuple:
@@ -20,7 +22,12 @@ def load(name_or_path: str, *, dtype: Any = None, device: str = "cpu", trust_rem
         model = AutoModelForImageTextToText.from_pretrained(
             source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
         )
-        processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+        if (Path(source) / "vtc_processor.json").exists():
+            from vtc.models.tiny import TinyProcessor
+
+            processor = TinyProcessor.from_pretrained(source)
+        else:
+            processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
     except OSError as err:
         known = ", ".join(sorted(EMBEDDED)) or "none yet"
         raise ValueError(
