@@ -9,9 +9,13 @@ install:
 	$(PY) -m pip install torch==2.13.0
 	$(PY) -m pip install -e .
 
+# The tests also use the video extra and torchvision (transformers' video processors, timm, open_clip).
+# PyPI's torchvision is a CUDA build: --no-deps keeps it from pulling a CUDA torch, and tests/conftest.py
+# makes it importable on CPU-only torch (tests/torchvision_shim.py).
 install-dev:
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[dev,kernels]'
+	$(PY) -m pip install -e '.[dev,kernels,video]'
+	$(PY) -m pip install torchvision==0.28.0 --no-deps
 
 main: install
 	$(PY) -m vtc.cli methods

@@ -6,12 +6,15 @@ import os
 
 import pytest
 import torch
+import torchvision_shim
+
+torchvision_shim.install()  # before anything imports transformers, timm or open_clip
 
 if not torch.cuda.is_available():
     # Triton reads this when it is first imported, and transformers may import it before the kernel tests do.
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import vtc
+import vtc  # noqa: E402
 
 GRIDS = [(1, 6, 6), (1, 5, 7), (2, 4, 4)]
 

@@ -46,3 +46,48 @@ def test_compare_errors(saved, capsys):
     assert "image: no such file" in capsys.readouterr().err
     assert main(["compare", str(image), "--question", "q", "--methods", "pool", "--model", str(folder / "none")]) == 2
     assert "model: could not load" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def saved_video_model(tmp_path_factory):
+    """A random-init model in the embedded vtc-tiny-qwen2vl layout, saved with its processor, and a clip."""
+    pytest.importorskip("av")
+    from vtc.data.shapes import make_video, write_video
+    from vtc.models.tiny import TinyProcessor, build_tokenizer, new_model
+
+    folder = tmp_path_factory.mktemp("tiny-qwen2vl")
+    tokenizer = build_tokenizer()
+    new_model("qwen2_vl", tokenizer).save_pretrained(folder)
+    TinyProcessor(tokenizer, "qwen2_vl").save_pretrained(folder)
+    clip = folder / "clip.mp4"
+    write_video(clip, make_video(0, 0, frames=8).frames)
+    return folder, clip
+
+
+def test_compare_on_a_video(saved_video_model, capsys):
+    folder, clip = saved_video_model
+    argv = ["compare", str(clip), "--question", "how many shapes entered ?", "--methods", "divprune,pool:0.25"]
+    assert main([*argv, "--ratio", "0.1", "--model", str(folder), "--max-new-tokens", "2", "--frames", "8"]) == 0
+    rows = table_rows(capsys.readouterr().out)
+    assert list(rows) == ["none", "divprune", "pool"]
+    # 8 frames at 112 px: 4 temporal patches x 7 x 7 merged tokens
+    assert rows["none"][1].strip() == "196 -> 196"
+    assert rows["divprune"][1].strip() == "196 -> 20"
+    # pool picks the grid closest to the budget; the method on bare tokens of the same grid says which
+    import torch
+
+    import vtc
+
+    tokens = vtc.VisualTokens(torch.randn(1, 196, 8), grid=torch.tensor([[4, 7, 7]]))
+    assert rows["pool"][1].strip() == f"196 -> {vtc.build('pool', ratio=0.25)(tokens).features.shape[1]}"
+
+
+def test_compare_rejects_bad_videos(saved, saved_video_model, tmp_path, capsys):
+    folder, clip = saved_video_model
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video at all")
+    assert main(["compare", str(broken), "--question", "q", "--methods", "pool", "--model", str(folder)]) == 2
+    assert "video: cannot decode" in capsys.readouterr().err
+    llava_folder, _ = saved
+    assert main(["compare", str(clip), "--question", "q", "--methods", "pool", "--model", str(llava_folder)]) == 2
+    assert "takes no video input" in capsys.readouterr().err

@@ -176,3 +176,14 @@ def test_import_is_light():
     code = f"import sys, vtc; vtc.list_methods(); print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_torchvision_shim_lets_transformers_video_processors_run():
+    """The test set-up makes PyPI's CUDA torchvision importable on CPU torch (tests/torchvision_shim.py)."""
+    pytest.importorskip("torchvision")
+    import numpy as np
+    from transformers import Qwen2VLVideoProcessor
+
+    frames = np.zeros((4, 56, 56, 3), dtype=np.uint8)
+    out = Qwen2VLVideoProcessor(cap_pixels_per_frame=False)(videos=[frames], return_tensors="pt")
+    assert out["video_grid_thw"].tolist() == [[2, 4, 4]]

@@ -121,31 +121,36 @@ def load_image(path: str) -> object:
         raise ValueError(f"image: cannot read {path} ({err})") from None
 
 
-def image_prompt(processor: object, question: str) -> str:
-    """The processor's own prompt format, its chat template with one image, or ``<image>\nquestion``."""
+def media_prompt(processor: object, question: str, media: str = "image") -> str:
+    """The processor's own prompt format, its chat template with one image or video, or ``<image>\nquestion``."""
     if hasattr(processor, "build_prompt"):
-        return processor.build_prompt(question, "image")
+        return processor.build_prompt(question, media)
     if getattr(processor, "chat_template", None):
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+        messages = [{"role": "user", "content": [{"type": media}, {"type": "text", "text": question}]}]
         return processor.apply_chat_template(messages, add_generation_prompt=True)
-    return f"{processor.image_token}\n{question}"
+    return f"{getattr(processor, media + '_token')}\n{question}"
 
 
-def compare(media: str, question: str, methods: list[tuple[str, dict]], model_id: str, max_new_tokens: int) -> str:
-    """Each method (and no compression) on one image: visual tokens kept, prefill time and the answer."""
+def compare(media: str, question: str, methods: list[tuple[str, dict]], model_id: str, max_new_tokens: int,
+            frames: int = 16) -> str:
+    """Each method (and no compression) on one image or video: visual tokens kept, prefill time and the answer."""
     import torch
 
     from vtc.core.apply import apply
     from vtc.core.registry import build
+    from vtc.data.video import is_video, load_video
     from vtc.models.loading import load
 
-    if media.lower().endswith((".mp4", ".avi", ".mov", ".mkv", ".webm")):
-        raise ValueError("media: vtc compare takes images for now; video input arrives with the video loader")
     compressors = [(name, build(name, **kwargs)) for name, kwargs in methods]  # bad names fail before loading
-    image = load_image(media)
+    video = is_video(media)
+    pixels = load_video(media, num_frames=frames) if video else load_image(media)
     model, processor = load(model_id)
-    inputs = processor(images=image, text=image_prompt(processor, question), return_tensors="pt")
-    n_visual = int((inputs["input_ids"] == model.config.image_token_id).sum())
+    kind = "video" if video else "image"
+    token_id = getattr(model.config, f"{kind}_token_id", None)
+    if token_id is None:
+        raise ValueError(f"media: {model_id} ({model.config.model_type}) takes no {kind} input")
+    inputs = processor(**{f"{kind}s": [pixels]}, text=media_prompt(processor, question, kind), return_tensors="pt")
+    n_visual = int((inputs["input_ids"] == token_id).sum())
     rows = []
     for label, compressor in [("none", None), *compressors]:
         handle = apply(model, compressor) if compressor is not None else None
@@ -192,8 +197,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     bm.add_argument("--batch", type=int, default=2)
     bm.add_argument("--repeats", type=int, default=3)
     bm.add_argument("--seed", type=int, default=0)
-    cmp = sub.add_parser("compare", help="compare methods on one image: tokens kept, prefill time, answer")
-    cmp.add_argument("media", help="an image file")
+    cmp = sub.add_parser("compare", help="compare methods on one image or video: tokens kept, prefill time, answer")
+    cmp.add_argument("media", help="an image or a video file (mp4, avi, mov, mkv, webm)")
+    cmp.add_argument("--frames", type=int, default=16, help="frames sampled uniformly from a video")
     cmp.add_argument("--question", required=True)
     cmp.add_argument("--methods", required=True, help="e.g. divprune,visionzip:0.11,prumerge:adaptive")
     cmp.add_argument("--ratio", type=float, default=0.25)
@@ -232,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(methods_table(list_methods()))
         elif args.command == "compare":
             methods = parse_methods(args.methods, args.ratio, args.count)
-            print(compare(args.media, args.question, methods, args.model, args.max_new_tokens))
+            print(compare(args.media, args.question, methods, args.model, args.max_new_tokens, args.frames))
         elif args.command == "data":
             from vtc.data.shapes import write_split
 

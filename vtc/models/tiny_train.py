@@ -164,6 +164,22 @@ class DenseHeads(nn.Module):
         return torch.stack(losses).mean()
 
 
+def dense_loss(model: nn.Module, heads: DenseHeads, processor: tiny.TinyProcessor, family: str,
+               samples: list[shapes.Sample], device: str) -> Tensor:
+    """Dense pre-training loss of one batch (all images or all videos)."""
+    video = samples[0].is_video
+    kw = {"videos": [s.frames for s in samples]} if video else {"images": [s.frames[0] for s in samples]}
+    texts = ["<video>" if video else "<image>"] * len(samples)
+    batch = {k: v.to(device) for k, v in processor(text=texts, **kw).items()}
+    tokens, cls = visual_tokens(model, family, batch)
+    per = [video_targets(s) if video else image_targets(s) for s in samples]
+    targets = {k: torch.from_numpy(np.concatenate([p[k] for p in per])).to(device) for k in per[0]}
+    counts = None
+    if cls is not None:
+        counts = torch.from_numpy(np.stack([scene_counts(s) for s in samples])).to(device)
+    return heads.loss(tokens, targets, cls, counts)
+
+
 def qa_batch(processor: tiny.TinyProcessor, samples: list[shapes.Sample], rng: random.Random) -> dict:
     """Prompts with targets appended; ``labels`` are -100 except on the target tokens."""
     texts, prompts = [], []
@@ -291,21 +307,13 @@ def train(family: str, out: str | Path, plan: Plan | None = None, device: str = 
             easy = not dense and stage_step < plan.easy_fraction * plan.qa_steps
             max_objects = 3 if easy else 6
             first = step * plan.batch
-            samples = [draw(first + j, video, max_objects) for j in range(plan.batch if not video else plan.batch // 2)]
+            size = plan.batch // 2 if video else plan.batch
+            samples = [draw(first + j, video, max_objects) for j in range(size)]
             model.train()
             with autocast:
-                if dense:
-                    kw = {"videos": [s.frames for s in samples]} if video else {"images": [s.frames[0] for s in samples]}
-                    texts = ["<video>" if video else "<image>"] * len(samples)
-                    batch = {k: v.to(device) for k, v in processor(text=texts, **kw).items()}
-                    tokens, cls = visual_tokens(model, family, batch)
-                    per = [video_targets(s) if video else image_targets(s) for s in samples]
-                    targets = {k: torch.from_numpy(np.concatenate([p[k] for p in per])).to(device) for k in per[0]}
-                    counts = torch.from_numpy(np.stack([scene_counts(s) for s in samples])).to(device) if cls is not None else None
-                    loss = heads.loss(tokens, targets, cls, counts)
-                else:
-                    batch = {k: v.to(device) for k, v in qa_batch(processor, samples, random.Random(step)).items()}
-                    loss = model(**batch).loss
+                loss = dense_loss(model, heads, processor, family, samples, device) if dense else model(
+                    **{k: v.to(device) for k, v in qa_batch(processor, samples, random.Random(step)).items()}
+                ).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in optimiser.param_groups for p in g["params"]], 1.0)
             optimiser.step()
