@@ -1,0 +1,107 @@
+"""Held-out accuracy of the embedded tiny models, with the controls the model card reports.
+
+    python benchmarks/tiny_models.py --n 400                 # both shipped models
+    python benchmarks/tiny_models.py --model DIR --n 400     # a trained folder (train-tiny's DIR/final)
+    python benchmarks/tiny_models.py --curve RUN_DIR/snaps   # accuracy of saved checkpoints (learning curve)
+
+Rows: full visual tokens; the text-only control (0% of the visual tokens: the prompt has no image);
+``random`` keeping 5% of the tokens (vtc.apply); and a few methods at 25% and 11% for reference (on
+Qwen, whose ViT has no [CLS], VisionZip scores by attention received: ``cls_substitute="received"``). The
+held-out samples come from seed 1001 (``vtc.models.tiny_train.EVAL_SEED``); training draws from seed 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+import vtc
+from vtc.core.registry import get_info
+from vtc.models import tiny_train
+from vtc.models.loading import load
+
+SETTINGS = [("full", None), ("text only (0%)", "blind"), ("random 5%", ("random", 0.05)),
+            ("pool 25%", ("pool", 0.25)), ("divprune 25%", ("divprune", 0.25)), ("visionzip 11%", ("visionzip", 0.11))]
+
+
+def by_kind(model, processor, samples, **kw) -> dict[str, float]:
+    groups = defaultdict(list)
+    for s in samples:
+        groups[s.kind].append(s)
+    out = {kind: tiny_train.accuracy(model, processor, group, **kw) for kind, group in groups.items()}
+    out["all"] = sum(out[k] * len(groups[k]) for k in groups) / len(samples)
+    return out
+
+
+def evaluate(model, processor, n: int, settings=SETTINGS) -> dict:
+    media = {"image": tiny_train.held_out(n, video=False)}
+    if processor.family == "qwen2_vl":
+        media["video"] = tiny_train.held_out(n, video=True)
+    results = {}
+    for label, setting in settings:
+        for kind, samples in media.items():
+            start = time.perf_counter()
+            if setting == "blind":
+                acc = by_kind(model, processor, samples, blind=True)
+            elif setting is None:
+                acc = by_kind(model, processor, samples)
+            else:
+                method, ratio = setting
+                extra = {}
+                if processor.family == "qwen2_vl" and "cls_attn" in get_info(method).signals:
+                    extra["cls_substitute"] = "received"  # Qwen's ViT has no [CLS]
+                with vtc.apply(model, method, ratio=ratio, **extra):
+                    acc = by_kind(model, processor, samples)
+            results[f"{label} | {kind}"] = acc
+            print(f"{label:16s} {kind:5s} " + " ".join(f"{k}={v:.3f}" for k, v in acc.items()),
+                  f"({time.perf_counter() - start:.0f}s)", flush=True)
+    return results
+
+
+def curve(folder: Path, n: int) -> list[dict]:
+    """Accuracy (images, and videos for Qwen) of every ``*.pt`` checkpoint in ``folder``, by training step."""
+    rows = []
+    for path in sorted(folder.glob("*.pt"), key=lambda p: torch.load(p, weights_only=False)["state"]["step"]):
+        saved = torch.load(path, weights_only=False)
+        family = "llava" if path.name.startswith("llava") else "qwen2_vl"
+        tokenizer = tiny_train.tiny.build_tokenizer()
+        model = tiny_train.tiny.new_model(family, tokenizer)
+        model.load_state_dict(saved["model"])
+        processor = tiny_train.tiny.TinyProcessor(tokenizer, family)
+        row = {"model": family, "step": saved["state"]["step"],
+               "image": tiny_train.accuracy(model, processor, tiny_train.held_out(n, video=False))}
+        if family == "qwen2_vl":
+            row["video"] = tiny_train.accuracy(model, processor, tiny_train.held_out(n, video=True))
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", action="append", help="embedded name or folder (default: both shipped models)")
+    parser.add_argument("--n", type=int, default=400, help="held-out samples per media type")
+    parser.add_argument("--curve", type=Path, help="a folder of train-tiny checkpoints to evaluate instead")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    if args.curve:
+        results = curve(args.curve, args.n)
+    else:
+        results = {}
+        for name in args.model or ["vtc-tiny-llava", "vtc-tiny-qwen2vl"]:
+            print(f"== {name}")
+            model, processor = load(name)
+            results[name] = evaluate(model, processor, args.n)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

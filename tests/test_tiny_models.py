@@ -1,0 +1,98 @@
+"""The embedded tiny models: processor layout, dense targets, training resume, and the shipped weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import vtc
+from vtc.data import shapes
+from vtc.models import tiny, tiny_train
+from vtc.models.loading import load
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny.build_tokenizer()
+
+
+def test_processor_expands_markers_to_the_model_token_counts(tokenizer):
+    llava = tiny.TinyProcessor(tokenizer, "llava")
+    qwen = tiny.TinyProcessor(tokenizer, "qwen2_vl")
+    image = shapes.make_image(0, 0).frames[0]
+    video = shapes.make_video(0, 0).frames
+    image_id, video_id = tokenizer.convert_tokens_to_ids(["<image>", "<video>"])
+    out = llava(text=["<image> question : a ?", "question : b ?"], images=[image])
+    assert (out["input_ids"][0] == image_id).sum() == 196 and out["pixel_values"].shape == (1, 3, 224, 224)
+    assert out["attention_mask"][1].sum() == 4  # left padded text-only row
+    out = qwen(text=["<image> q ?", "<video> q ?"], images=[image], videos=[video])
+    assert (out["input_ids"][0] == image_id).sum() == 196 and (out["input_ids"][1] == video_id).sum() == 8 * 49
+    assert out["image_grid_thw"].tolist() == [[1, 28, 28]] and out["video_grid_thw"].tolist() == [[8, 14, 14]]
+    assert torch.equal(out["mm_token_type_ids"], (out["input_ids"] == image_id).int() + 2 * (out["input_ids"] == video_id).int())
+    with pytest.raises(ValueError, match="markers"):
+        llava(text=["<image> q"], images=[image, image])
+    with pytest.raises(ValueError, match="images only"):
+        llava(text=["<video> q"], videos=[video])
+
+
+def test_qwen_patches_match_the_stock_qwen2vl_image_processor():
+    """Independent reference: transformers' own Qwen2-VL image processor with the same patch settings."""
+    from transformers import Qwen2VLImageProcessor
+
+    image = shapes.make_image(1, 3).frames[0]
+    stock = Qwen2VLImageProcessor(patch_size=8, merge_size=2, temporal_patch_size=2, min_pixels=64, max_pixels=10**6)
+    expected = stock(images=[image], return_tensors="pt", image_mean=tiny.MEAN.tolist(), image_std=tiny.STD.tolist())
+    ours, grid = tiny.qwen_patches(tiny.normalised([image, image], 224), 8, 2, 2)
+    assert grid == expected["image_grid_thw"][0].tolist()
+    torch.testing.assert_close(ours, expected["pixel_values"].float(), atol=1e-4, rtol=0)
+
+
+def test_dense_targets_by_hand():
+    """One red square centred at (40, 72), diameter 30: the cells it covers and its centre cell."""
+    obj = shapes.Shape("square", "red", 30, 40.0, 72.0)
+    pixels, layout = shapes.render([obj], shapes.background(shapes.sample_rng(0, 0), 224))
+    sample = shapes.Sample([pixels], "color", "q", ["red"], "red", [layout], [[obj]])
+    t = tiny_train.image_targets(sample)
+    centre = (72 // 16) * 14 + 40 // 16
+    assert np.nonzero(t["centre"])[0].tolist() == [centre]
+    covered = np.nonzero(t["shape"] == shapes.SHAPES.index("square"))[0]
+    # the square spans x, y in [40-12.75, 40+12.75] x [72-12.75, 72+12.75]: columns 1..3, rows 3..5
+    assert sorted(covered.tolist()) == [r * 14 + c for r in (3, 4, 5) for c in (1, 2, 3)]
+    assert (t["color"][covered] == list(shapes.COLORS).index("red")).all()
+    assert (t["column"][covered] == 2).all() and (t["column"][t["shape"] == 6] == tiny_train.IGNORE).all()
+
+
+def test_video_targets_follow_motion_and_start():
+    sample = shapes.make_video(3, 0, frames=8)  # kind "direction"
+    t = tiny_train.video_targets(sample)
+    assert all(len(v) == 4 * 49 for v in t.values())
+    moving = [i for i, tr in enumerate(sample.extra["tracks"]) if tr["motion"] != "still"]
+    assert len(moving) == 1
+    direction = ["still", *shapes.DIRECTIONS].index(sample.extra["tracks"][moving[0]]["motion"])
+    assert (t["motion"] == direction).sum() > 0
+
+
+def test_training_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """A run killed mid-stage (twice) and resumed ends with the weights of one uninterrupted run."""
+    plan = tiny_train.Plan(dense_steps=3, qa_steps=3, batch=2, save_every=1)
+    one = tiny_train.train("llava", tmp_path / "one", plan, log=lambda *_: None)
+    real_draw, calls = tiny_train.draw, []
+
+    def draw_then_die(index, video, max_objects):
+        calls.append(index)
+        if index in (2, 8) and calls.count(index) == 1:  # first sample of steps 1 (dense) and 4 (QA)
+            raise KeyboardInterrupt
+        return real_draw(index, video, max_objects)
+
+    monkeypatch.setattr(tiny_train, "draw", draw_then_die)
+    for _ in range(2):
+        with pytest.raises(KeyboardInterrupt):
+            tiny_train.train("llava", tmp_path / "two", plan, log=lambda *_: None)
+    two = tiny_train.train("llava", tmp_path / "two", plan, log=lambda *_: None)
+    from safetensors.torch import load_file
+
+    a, b = load_file(one / "model.safetensors"), load_file(two / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
