@@ -6,10 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-import vtc
 from vtc.data import shapes
 from vtc.models import tiny, tiny_train
-from vtc.models.loading import load
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +27,8 @@ def test_processor_expands_markers_to_the_model_token_counts(tokenizer):
     out = qwen(text=["<image> q ?", "<video> q ?"], images=[image], videos=[video])
     assert (out["input_ids"][0] == image_id).sum() == 196 and (out["input_ids"][1] == video_id).sum() == 8 * 49
     assert out["image_grid_thw"].tolist() == [[1, 28, 28]] and out["video_grid_thw"].tolist() == [[8, 14, 14]]
-    assert torch.equal(out["mm_token_type_ids"], (out["input_ids"] == image_id).int() + 2 * (out["input_ids"] == video_id).int())
+    ids = out["input_ids"]
+    assert torch.equal(out["mm_token_type_ids"], (ids == image_id).int() + 2 * (ids == video_id).int())
     with pytest.raises(ValueError, match="markers"):
         llava(text=["<image> q"], images=[image, image])
     with pytest.raises(ValueError, match="images only"):
