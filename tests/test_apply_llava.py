@@ -165,7 +165,11 @@ def test_batch_rows_keep_different_counts(pixels):
     with torch.no_grad(), vtc.apply(model, "random", count=5) as handle:
         model(input_ids=ids, attention_mask=mask, pixel_values=pv)
     assert handle.stats[0]["after"] == [10, 5]
-    assert handle.stats[0]["image"] == {"before": [128, 64], "after": [10, 5]}
+    image = handle.stats[0]["image"]
+    assert (image["before"], image["after"]) == ([128, 64], [10, 5])
+    # per item: the grid and which slot each source token went to (the overlay data)
+    assert [item["row"] for item in image["items"]] == [0, 0, 1]
+    assert [int((item["assign"] >= 0).sum()) for item in image["items"]] == [5, 5, 5]
 
 
 def test_labels_follow_the_rewrite(pixels):

@@ -361,8 +361,8 @@ def test_rows_keep_different_counts():
     with torch.no_grad(), vtc.apply(model, "random", ratio=0.25) as handle:
         out = model(**inputs)
     stats = handle.stats[0]
-    assert stats["image"] == {"before": [40, 4], "after": [10, 1]}
-    assert stats["video"] == {"before": [0, 32], "after": [0, 8]}
+    assert (stats["image"]["before"], stats["image"]["after"]) == ([40, 4], [10, 1])
+    assert (stats["video"]["before"], stats["video"]["after"]) == ([0, 32], [0, 8])
     assert stats["after"] == [10, 9]
     assert 19 <= out.logits.shape[1] <= 22  # both rows keep 19 tokens; padding columns may stay
 

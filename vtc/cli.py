@@ -223,6 +223,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     tt.add_argument("--batch", type=int, default=None)
     tt.add_argument("--device", default="cpu")
     tt.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    sub.add_parser("eval", help="batch image/video-QA evaluation (see vtc eval --help)", add_help=False)
+    sub.add_parser("demo", help="the Gradio comparison demo (see vtc demo --help)", add_help=False)
     bench_sub.add_parser(
         "kernels", help="selection kernels vs naive full-matrix torch (see vtc.kernels.bench)", add_help=False
     )
@@ -231,6 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from vtc.kernels.bench import main as bench_kernels
 
         return bench_kernels(rest)
+    if args.command == "eval":
+        from vtc.eval.cli import main as eval_main
+
+        return eval_main(rest)
+    if args.command == "demo":
+        from vtc.demo.cli import main as demo_main
+
+        return demo_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:

@@ -348,7 +348,17 @@ class Patch:
                 before[row] += cols.numel()
                 after[row] += kept.numel()
             outputs[modality] = self.adapter.pack(encoded, compressed)
-            record[modality] = {"before": before, "after": after}
+            counts = encoded.tokens.mask.sum(1).tolist()
+            record[modality] = {
+                "before": before,
+                "after": after,
+                # per media item (prompt order): its token grid (t, h, w) and the slot of every source
+                # token (-1 dropped), for overlays of what was kept or merged
+                "items": [
+                    {"row": row, "grid": encoded.tokens.grid[i].tolist(), "assign": compressed.assign[i, :n].cpu()}
+                    for i, (row, n) in enumerate(zip(encoded.rows, counts, strict=True))
+                ],
+            }
         extras = {k: kwargs[k] for k in self.adapter.sequence_keys if kwargs.get(k) is not None}
         new = rewrite_sequence(
             input_ids, attention_mask, positions, kwargs.get("labels"), keep, self.adapter.pad_token_id(), extras
