@@ -4,7 +4,8 @@
     python benchmarks/tiny_models.py --model DIR --n 400     # a trained folder (train-tiny's DIR/final)
     python benchmarks/tiny_models.py --curve RUN_DIR/snaps   # accuracy of saved checkpoints (learning curve)
 
-Rows: full visual tokens; the text-only control (0% of the visual tokens: the prompt has no image);
+Rows: full visual tokens; two text-only controls: 0% of the visual tokens (the prompt has no image) and
+"objects removed" (the same prompt with an object-free background image);
 ``random`` keeping 5% of the tokens (vtc.apply); and a few methods at 25% and 11% for reference (on
 Qwen, whose ViT has no [CLS], VisionZip scores by attention received: ``cls_substitute="received"``). The
 held-out samples come from seed 1001 (``vtc.models.tiny_train.EVAL_SEED``); training draws from seed 0.
@@ -26,7 +27,7 @@ from vtc.core.registry import get_info
 from vtc.models import tiny_train
 from vtc.models.loading import load
 
-SETTINGS = [("full", None), ("text only (0%)", "blind"), ("random 5%", ("random", 0.05)),
+SETTINGS = [("full", None), ("0% tokens", "blind"), ("objects removed", "blank"), ("random 5%", ("random", 0.05)),
             ("pool 25%", ("pool", 0.25)), ("divprune 25%", ("divprune", 0.25)), ("visionzip 11%", ("visionzip", 0.11))]
 
 
@@ -47,8 +48,8 @@ def evaluate(model, processor, n: int, settings=SETTINGS) -> dict:
     for label, setting in settings:
         for kind, samples in media.items():
             start = time.perf_counter()
-            if setting == "blind":
-                acc = by_kind(model, processor, samples, blind=True)
+            if setting in ("blind", "blank"):
+                acc = by_kind(model, processor, samples, **{setting: True})
             elif setting is None:
                 acc = by_kind(model, processor, samples)
             else:

@@ -70,7 +70,7 @@ def test_compare_on_a_video(saved_video_model, capsys):
     assert main([*argv, "--ratio", "0.1", "--model", str(folder), "--max-new-tokens", "2", "--frames", "8"]) == 0
     rows = table_rows(capsys.readouterr().out)
     assert list(rows) == ["none", "divprune", "pool"]
-    # 8 frames at 112 px: 4 temporal patches x 7 x 7 merged tokens
+    # 8 frames at 112 px: 4 temporal patches x 7 x 7 tokens
     assert rows["none"][1].strip() == "196 -> 196"
     assert rows["divprune"][1].strip() == "196 -> 20"
     # pool picks the grid closest to the budget; the method on bare tokens of the same grid says which

@@ -26,7 +26,7 @@ def test_processor_expands_markers_to_the_model_token_counts(tokenizer):
     assert out["attention_mask"][1].sum() == 4  # left padded text-only row
     out = qwen(text=["<image> q ?", "<video> q ?"], images=[image], videos=[video])
     assert (out["input_ids"][0] == image_id).sum() == 196 and (out["input_ids"][1] == video_id).sum() == 8 * 49
-    assert out["image_grid_thw"].tolist() == [[1, 28, 28]] and out["video_grid_thw"].tolist() == [[8, 14, 14]]
+    assert out["image_grid_thw"].tolist() == [[1, 14, 14]] and out["video_grid_thw"].tolist() == [[8, 7, 7]]
     ids = out["input_ids"]
     assert torch.equal(out["mm_token_type_ids"], (ids == image_id).int() + 2 * (ids == video_id).int())
     with pytest.raises(ValueError, match="markers"):
@@ -40,9 +40,9 @@ def test_qwen_patches_match_the_stock_qwen2vl_image_processor():
     from transformers import Qwen2VLImageProcessor
 
     image = shapes.make_image(1, 3).frames[0]
-    stock = Qwen2VLImageProcessor(patch_size=8, merge_size=2, temporal_patch_size=2, min_pixels=64, max_pixels=10**6)
+    stock = Qwen2VLImageProcessor(patch_size=16, merge_size=1, temporal_patch_size=2, min_pixels=64, max_pixels=10**6)
     expected = stock(images=[image], return_tensors="pt", image_mean=tiny.MEAN.tolist(), image_std=tiny.STD.tolist())
-    ours, grid = tiny.qwen_patches(tiny.normalised([image, image], 224), 8, 2, 2)
+    ours, grid = tiny.qwen_patches(tiny.normalised([image, image], 224), 16, 1, 2)
     assert grid == expected["image_grid_thw"][0].tolist()
     torch.testing.assert_close(ours, expected["pixel_values"].float(), atol=1e-4, rtol=0)
 

@@ -4,9 +4,10 @@ Two models in stock transformers classes, so the adapters of :mod:`vtc.models` a
 
 - ``vtc-tiny-llava``: ``LlavaForConditionalGeneration``, CLIP tower (4 blocks × 128, patch 16, 224 px →
   196 patch tokens + [CLS]) and a Llama LM (4 layers × 128). Images only.
-- ``vtc-tiny-qwen2vl``: ``Qwen2VLForConditionalGeneration``, ViT (4 blocks × 128, patch 8, 2×2 merge:
-  196 tokens per 224 px image) and a Qwen2 LM with M-RoPE. Video frames are resized to 112 px, two frames
-  per temporal patch: 16 frames → 8 × 49 = 392 tokens.
+- ``vtc-tiny-qwen2vl``: ``Qwen2VLForConditionalGeneration``, ViT (4 blocks × 128, patch 16, merge size 1
+  so that each patch is one LLM token: 196 tokens per 224 px image; the stock 2×2 merge would need 784
+  ViT patches per image, 4× the CPU cost) and a Qwen2 LM with M-RoPE. Video frames are resized to
+  112 px, two frames per temporal patch: 16 frames → 8 × 49 = 392 tokens.
 
 Both see the same token geometry: every visual token covers a 16-pixel cell of a 224-pixel image (a
 32-pixel cell of a video frame).
@@ -34,6 +35,7 @@ SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "<video>", "<|vision_sta
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)
 STD = np.array([0.26862954, 0.26130258, 0.27577711], dtype=np.float32)
 CELL = 16  # pixels of a 224-px image under one visual token
+QWEN_PATCH, QWEN_MERGE = 16, 1  # Qwen ViT patches of 16 px, no 2x2 merge: one patch per LLM token
 PROCESSOR_FILE = "vtc_processor.json"
 
 
@@ -86,8 +88,8 @@ def model_config(family: str, tokenizer: Any) -> Any:
     if family == "qwen2_vl":
         from transformers import Qwen2VLConfig
 
-        vision = dict(depth=4, embed_dim=128, hidden_size=128, num_heads=4, mlp_ratio=2, patch_size=8,
-                      spatial_merge_size=2, temporal_patch_size=2)
+        vision = dict(depth=4, embed_dim=128, hidden_size=128, num_heads=4, mlp_ratio=2, patch_size=QWEN_PATCH,
+                      spatial_merge_size=QWEN_MERGE, temporal_patch_size=2)
         rope = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 6, 6]}
         return Qwen2VLConfig(
             vision_config=vision, text_config=dict(text, max_position_embeddings=2048, rope_parameters=rope),
@@ -217,11 +219,11 @@ class TinyProcessor:
                 out["pixel_values"] = torch.from_numpy(normalised(images, self.image_size))
             return out
         if images:
-            parts = [qwen_patches(normalised([im, im], self.image_size), 8, 2, 2) for im in images]
+            parts = [qwen_patches(normalised([im, im], self.image_size), QWEN_PATCH, QWEN_MERGE, 2) for im in images]
             out["pixel_values"] = torch.cat([p for p, _ in parts])
             out["image_grid_thw"] = torch.tensor([g for _, g in parts])
         if videos:
-            parts = [qwen_patches(normalised(list(v), self.video_size), 8, 2, 2) for v in videos]
+            parts = [qwen_patches(normalised(list(v), self.video_size), QWEN_PATCH, QWEN_MERGE, 2) for v in videos]
             out["pixel_values_videos"] = torch.cat([p for p, _ in parts])
             out["video_grid_thw"] = torch.tensor([g for _, g in parts])
         return out

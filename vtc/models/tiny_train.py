@@ -34,7 +34,7 @@ from vtc.models import tiny
 
 TRAIN_SEED = 0  # the training stream; held-out evaluation uses seeds >= 1000
 EVAL_SEED = 1001
-HEADS = {"color": 7, "shape": 7, "centre": 2, "column": 14, "motion": 5, "start": 8, "color0": 6}
+HEADS = {"object": 2, "color": 6, "shape": 6, "centre": 2, "column": 14, "motion": 5, "start": 8, "color0": 6}
 IGNORE = -100
 
 
@@ -42,9 +42,9 @@ IGNORE = -100
 class Plan:
     """Steps and batch sizes of both stages (defaults fit about an hour on 2 CPU cores)."""
 
-    dense_steps: int = 1500
-    qa_steps: int = 3000
-    batch: int = 16
+    dense_steps: int = 2500
+    qa_steps: int = 4000
+    batch: int = 16  # QA batch; dense batches are twice as large
     lr_dense: float = 2e-3
     lr_qa: float = 1e-3
     video_every: int = 2  # qwen2_vl: every n-th batch is a video batch
@@ -71,8 +71,8 @@ def image_targets(sample: shapes.Sample) -> dict[str, np.ndarray]:
     owner = cell_owner(sample.layout[0], tiny.CELL, 12)
     side = sample.layout[0].shape[0] // tiny.CELL
     out = {k: np.full(len(owner), IGNORE, dtype=np.int64) for k in ("color", "shape", "centre", "column")}
-    out["color"][:] = len(shapes.COLORS)
-    out["shape"][:] = len(shapes.SHAPES)
+    out["object"] = (owner >= 0).astype(np.int64)
+    out["owner"] = owner
     out["centre"][:] = 0
     colors, kinds = list(shapes.COLORS), list(shapes.SHAPES)
     for i, o in enumerate(owner):
@@ -100,7 +100,8 @@ def video_targets(sample: shapes.Sample, cell: int = 2 * tiny.CELL) -> dict[str,
         owner = owner.reshape(-1, side * side)
         owner = np.where(owner[0] >= 0, owner[0], owner[-1])  # the first frame's object, else the second's
         part = {k: np.full(len(owner), IGNORE, dtype=np.int64) for k in HEADS if k != "column"}
-        part["color"][:], part["shape"][:], part["centre"][:] = len(colors), len(kinds), 0
+        part["object"], part["centre"][:] = (owner >= 0).astype(np.int64), 0
+        part["owner"] = owner
         for i, o in enumerate(owner):
             if o < 0:
                 continue
@@ -153,15 +154,30 @@ class DenseHeads(nn.Module):
         self.token = nn.ModuleDict({k: nn.Linear(dim, n) for k, n in HEADS.items()})
         self.cls = nn.Linear(cls_dim, len(shapes.SHAPES) * 5) if cls_dim else None
 
-    def loss(self, tokens: Tensor, targets: dict[str, Tensor], cls: Tensor | None, counts: Tensor | None) -> Tensor:
+    def loss(self, tokens: Tensor, targets: dict[str, Tensor], cls: Tensor | None, counts: Tensor | None,
+             items: int) -> Tensor:
+        """Cross-entropy of every head (shape weighted ×3: it is the slow one to learn), plus grouping.
+
+        Grouping: the first 32 feature dims of two object tokens are similar exactly when they belong to
+        the same object (pairwise logistic loss within each item). It teaches the tower to pool the
+        pieces of an object, which is what makes per-token shape learnable in minutes.
+        """
+        owner = targets["owner"]
         losses = []
         for key, target in targets.items():
-            if (target != IGNORE).any():
-                losses.append(nn.functional.cross_entropy(self.token[key](tokens).float(), target, ignore_index=IGNORE))
+            if key != "owner" and (target != IGNORE).any():
+                ce = nn.functional.cross_entropy(self.token[key](tokens).float(), target, ignore_index=IGNORE)
+                losses.append(3 * ce if key == "shape" else ce)
         if self.cls is not None and cls is not None:
             logits = self.cls(cls).float().view(-1, 5)
             losses.append(nn.functional.cross_entropy(logits, counts.flatten()))
-        return torch.stack(losses).mean()
+        z = nn.functional.normalize(tokens.float().view(items, -1, tokens.shape[-1])[..., :32], dim=-1)
+        owner = owner.view(items, -1)
+        pairs = (owner[:, :, None] >= 0) & (owner[:, None, :] >= 0)
+        same = (owner[:, :, None] == owner[:, None, :]).float()
+        logits = 10 * z @ z.transpose(1, 2)
+        losses.append(nn.functional.binary_cross_entropy_with_logits(logits[pairs], same[pairs]))
+        return torch.stack(losses).sum()
 
 
 def dense_loss(model: nn.Module, heads: DenseHeads, processor: tiny.TinyProcessor, family: str,
@@ -177,7 +193,7 @@ def dense_loss(model: nn.Module, heads: DenseHeads, processor: tiny.TinyProcesso
     counts = None
     if cls is not None:
         counts = torch.from_numpy(np.stack([scene_counts(s) for s in samples])).to(device)
-    return heads.loss(tokens, targets, cls, counts)
+    return heads.loss(tokens, targets, cls, counts, len(samples))
 
 
 def qa_batch(processor: tiny.TinyProcessor, samples: list[shapes.Sample], rng: random.Random) -> dict:
@@ -206,22 +222,33 @@ def letter_of(text: str) -> str | None:
     return found[-1] if found else None
 
 
+def blank_like(sample: shapes.Sample) -> list[np.ndarray]:
+    """The sample's frames with every object removed (same kind of background): the no-information control."""
+    bg = np.asarray(shapes.background(shapes.sample_rng(-1, hash(sample.question) % 10**6), sample.frames[0].shape[0]))
+    return [bg] * len(sample.frames)
+
+
 @torch.no_grad()
 def accuracy(model: nn.Module, processor: tiny.TinyProcessor, samples: list[shapes.Sample], batch: int = 16,
-             blind: bool = False) -> float:
-    """Multiple-choice accuracy by greedy generation; ``blind`` drops the visual tokens (text-only control)."""
+             blind: bool = False, blank: bool = False) -> float:
+    """Multiple-choice accuracy by greedy generation.
+
+    Controls: ``blind`` drops the visual tokens from the prompt (0% of them); ``blank`` keeps the prompt
+    but shows a background without objects, so only the text and generic image statistics are left.
+    """
     model.eval()
     right = 0
     for start in range(0, len(samples), batch):
         chunk = samples[start : start + batch]
         media = "<video>" if chunk[0].is_video else "<image>"
         texts = [tiny.prompt(s.question, s.options, "" if blind else media).strip() for s in chunk]
+        frames = [blank_like(s) if blank else s.frames for s in chunk]
         if blind:
             inputs = processor(text=texts)
         elif chunk[0].is_video:
-            inputs = processor(text=texts, videos=[s.frames for s in chunk])
+            inputs = processor(text=texts, videos=frames)
         else:
-            inputs = processor(text=texts, images=[s.frames[0] for s in chunk])
+            inputs = processor(text=texts, images=[f[0] for f in frames])
         out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
         answers = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :])
         right += sum(letter_of(a) == s.answer for a, s in zip(answers, chunk, strict=True))
@@ -234,7 +261,7 @@ def held_out(n: int, video: bool, seed: int = EVAL_SEED) -> list[shapes.Sample]:
 
 
 # ----------------------------------------------------------------------------------------------- training
-def lr_at(step: int, total: int, peak: float, warmup: int = 100) -> float:
+def lr_at(step: int, total: int, peak: float, warmup: int = 200) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
     return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
@@ -307,7 +334,7 @@ def train(family: str, out: str | Path, plan: Plan | None = None, device: str = 
             easy = not dense and stage_step < plan.easy_fraction * plan.qa_steps
             max_objects = 3 if easy else 6
             first = step * plan.batch
-            size = plan.batch // 2 if video else plan.batch
+            size = (plan.batch // 2 if video else plan.batch) * (2 if dense else 1)
             samples = [draw(first + j, video, max_objects) for j in range(size)]
             model.train()
             with autocast:
