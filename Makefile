@@ -12,10 +12,13 @@ install:
 # The tests also use the video extra and torchvision (transformers' video processors, timm, open_clip).
 # PyPI's torchvision is a CUDA build: --no-deps keeps it from pulling a CUDA torch, and tests/conftest.py
 # makes it importable on CPU-only torch (tests/torchvision_shim.py).
+# The demo's browser test uses Debian's chromium when it can be installed (it skips otherwise).
 install-dev:
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e '.[dev,kernels,video]'
+	$(PY) -m pip install -e '.[dev,kernels,video,demo]'
 	$(PY) -m pip install torchvision==0.28.0 --no-deps
+	-command -v chromium >/dev/null || (timeout 600 apt-get install -y -q chromium >/dev/null 2>&1 \
+		|| echo "chromium not installed: tests/test_demo_browser.py will skip")
 
 main: install
 	$(PY) -m vtc.cli methods

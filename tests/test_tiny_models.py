@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+import vtc
 from vtc.data import shapes
 from vtc.models import tiny, tiny_train
+from vtc.models.loading import load
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +97,52 @@ def test_training_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- shipped weights
+EMBEDDED = ["vtc-tiny-llava", "vtc-tiny-qwen2vl"]
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return {name: load(name) for name in EMBEDDED}
+
+
+def test_shipped_weights_are_small_safetensors():
+    from vtc.models.loading import EMBEDDED as folders
+
+    total = 0
+    for name in EMBEDDED:
+        files = list(folders[name].iterdir())
+        assert any(f.name == "model.safetensors" for f in files)
+        assert not any(f.suffix in (".bin", ".pt", ".pth") for f in files)
+        total += sum(f.stat().st_size for f in files)
+    assert total <= 40 * 2**20
+
+
+def test_shipped_models_load_offline_and_generate(shipped, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, processor = load("vtc-tiny-qwen2vl")
+    assert type(model).__name__ == "Qwen2VLForConditionalGeneration"
+    assert type(shipped["vtc-tiny-llava"][0]).__name__ == "LlavaForConditionalGeneration"
+    sample = shapes.make_video(tiny_train.EVAL_SEED, 3)
+    inputs = processor(text=[processor.build_prompt(sample.question, "video", sample.options)], videos=[sample.frames])
+    out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert out.shape[1] > inputs["input_ids"].shape[1]
+    assert isinstance(processor.batch_decode(out[:, inputs["input_ids"].shape[1] :])[0], str)
+
+
+# Smoke bars on 50 held-out samples (seed 1001, never used in training). They are deliberately loose:
+# the full figures (docs/tiny-models.md) come from benchmarks/tiny_models.py on 400 samples per type.
+SMOKE = [("vtc-tiny-llava", False, 0.6), ("vtc-tiny-qwen2vl", False, 0.6), ("vtc-tiny-qwen2vl", True, 0.45)]
+
+
+@pytest.mark.parametrize(("name", "video", "bar"), SMOKE)
+def test_shipped_models_answer_held_out_questions(shipped, name, video, bar):
+    model, processor = shipped[name]
+    samples = tiny_train.held_out(50, video=video)
+    full = tiny_train.accuracy(model, processor, samples)
+    assert full >= bar
+    with vtc.apply(model, "random", ratio=0.05):  # the models depend on their visual tokens
+        pruned = tiny_train.accuracy(model, processor, samples)
+    assert pruned <= full - 0.1

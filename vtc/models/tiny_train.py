@@ -222,6 +222,20 @@ def letter_of(text: str) -> str | None:
     return found[-1] if found else None
 
 
+def choice_of(text: str, options: list[str], rule: str = "text") -> str | None:
+    """The option a generated answer picks, as a letter.
+
+    ``rule="text"`` (the tiny models' rule): the first word of the answer that is an option's text
+    picks that option (the models answer "green C": the open answer, then a letter); with no option
+    text, the letter. ``rule="letter"``: the letter only.
+    """
+    if rule == "text":
+        for word in text.replace(".", " ").split():
+            if word in options:
+                return shapes.LETTERS[options.index(word)]
+    return letter_of(text)
+
+
 def blank_like(sample: shapes.Sample) -> list[np.ndarray]:
     """The sample's frames with every object removed (same kind of background): the no-information control."""
     bg = np.asarray(shapes.background(shapes.sample_rng(-1, hash(sample.question) % 10**6), sample.frames[0].shape[0]))
@@ -230,8 +244,8 @@ def blank_like(sample: shapes.Sample) -> list[np.ndarray]:
 
 @torch.no_grad()
 def accuracy(model: nn.Module, processor: tiny.TinyProcessor, samples: list[shapes.Sample], batch: int = 16,
-             blind: bool = False, blank: bool = False) -> float:
-    """Multiple-choice accuracy by greedy generation.
+             blind: bool = False, blank: bool = False, rule: str = "text") -> float:
+    """Multiple-choice accuracy by greedy generation (``rule``: see :func:`choice_of`).
 
     Controls: ``blind`` drops the visual tokens from the prompt (0% of them); ``blank`` keeps the prompt
     but shows a background without objects, so only the text and generic image statistics are left.
@@ -251,7 +265,7 @@ def accuracy(model: nn.Module, processor: tiny.TinyProcessor, samples: list[shap
             inputs = processor(text=texts, images=[f[0] for f in frames])
         out = model.generate(**inputs, max_new_tokens=3, do_sample=False)
         answers = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :])
-        right += sum(letter_of(a) == s.answer for a, s in zip(answers, chunk, strict=True))
+        right += sum(choice_of(a, s.options, rule) == s.answer for a, s in zip(answers, chunk, strict=True))
     return right / len(samples)
 
 
@@ -358,9 +372,20 @@ def train(family: str, out: str | Path, plan: Plan | None = None, device: str = 
         bar.close()
         if state["step"]:
             save()
+    return export(out, family, plan)
+
+
+def export(run: str | Path, family: str, plan: Plan | None = None) -> Path:
+    """Write ``RUN/final``: safetensors weights, config, processor and the training history of the checkpoint."""
+    run = Path(run)
+    saved = torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)
+    tokenizer = tiny.build_tokenizer()
+    model = tiny.new_model(family, tokenizer)
+    model.load_state_dict(saved["model"])
     model.eval()
-    model.save_pretrained(out / "final", safe_serialization=True)
-    processor.save_pretrained(out / "final")
-    (out / "final" / "training.json").write_text(json.dumps({"plan": asdict(plan), **state}, indent=1) + "\n")
-    return out / "final"
+    model.save_pretrained(run / "final", safe_serialization=True)
+    tiny.TinyProcessor(tokenizer, family).save_pretrained(run / "final")
+    history = {"plan": asdict(plan) if plan else None, **saved["state"]}
+    (run / "final" / "training.json").write_text(json.dumps(history, indent=1) + "\n")
+    return run / "final"
 
