@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from vtc.models.base import Adapter
+from vtc.models.loading import load
+
+__all__ = ["Adapter", "adapter_for", "load", "supported_model_types"]
 
 
 def _adapters() -> dict[str, type[Adapter]]:
