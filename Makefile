@@ -7,7 +7,7 @@ PY ?= python3
 
 install:
 	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e .
+	$(PY) -m pip install -e '.[eval]'
 
 # The tests also use the video extra and torchvision (transformers' video processors, timm, open_clip).
 # PyPI's torchvision is a CUDA build: --no-deps keeps it from pulling a CUDA torch, and tests/conftest.py
@@ -21,8 +21,8 @@ install-dev:
 		|| echo "chromium not installed: tests/test_demo_browser.py will skip")
 
 main: install
-	$(PY) -m vtc.cli methods
-	$(PY) -m vtc.cli bench methods
+	$(PY) -m vtc.cli eval --out vtc-eval
+	cat vtc-eval/summary.md
 
 lint:
 	$(PY) -m ruff check vtc tests

@@ -1,0 +1,190 @@
+"""The method grid of one run: which compression methods, at which budgets.
+
+``--methods`` is a comma-separated list, or a YAML/JSON file. Items:
+
+- ``none``: no compression (always in the grid, first).
+- ``name:0.25``: a ratio; ``name:count=64``: a token count; ``name:adaptive``: the method's own count.
+- ``name``: the method at each ratio of ``--ratios`` (default ``0.25``).
+- ``all``: every registered projector-stage method, at each ratio of ``--ratios``.
+
+A file holds a list of such strings and/or mappings ``{name: divprune, ratio: 0.25, <method kwargs>}``
+(``count:`` or ``budget: adaptive`` instead of ``ratio``), either at the top level or under
+``methods:``; it may set ``ratios:`` too.
+
+The iso-token baseline: for every ratio or count used by another method, ``pool`` at that budget is
+added (plain downsampling, which published studies found to beat many methods, so every table shows it).
+Adaptive budgets have no iso-token baseline. Order: ``none``, then per budget (first use) ``pool``,
+then the other methods in the order given. Labels: ``none``, ``pool:0.25``, ``divprune:count=64``,
+``prumerge:adaptive``, with method kwargs appended as ``[k=v,...]``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+BASELINE = "pool"
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One grid entry: a method name, its budget (``ratio``/``count``/``budget`` kwargs) and method kwargs."""
+
+    name: str
+    budget: dict = field(default_factory=dict, hash=False)
+    kwargs: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def label(self) -> str:
+        if self.name == "none":
+            return "none"
+        if "ratio" in self.budget:
+            text = f"{self.name}:{self.budget['ratio']:g}"
+        elif "count" in self.budget:
+            text = f"{self.name}:count={self.budget['count']}"
+        else:
+            text = f"{self.name}:{self.budget.get('budget', 'adaptive')}"
+        if self.kwargs:
+            text += "[" + ",".join(f"{k}={v}" for k, v in sorted(self.kwargs.items())) + "]"
+        return text
+
+    @property
+    def budget_key(self) -> str | None:
+        """``"ratio=0.25"`` / ``"count=64"``: what the iso-token baseline shares; None for adaptive budgets."""
+        if "ratio" in self.budget:
+            return f"ratio={self.budget['ratio']:g}"
+        if "count" in self.budget:
+            return f"count={self.budget['count']}"
+        return None
+
+    @property
+    def baseline(self) -> str | None:
+        """The label of this entry's iso-token ``pool`` baseline (None for ``none``, pool and adaptive)."""
+        if self.name in ("none", BASELINE) or self.budget_key is None:
+            return None
+        return MethodSpec(BASELINE, dict(self.budget)).label
+
+
+NONE = MethodSpec("none")
+
+
+def projector_methods() -> list[str]:
+    from vtc.core.registry import list_methods
+
+    return [m.name for m in list_methods() if m.stage == "projector"]
+
+
+def parse_item(item: str, ratios: list[float]) -> list[MethodSpec]:
+    """One ``--methods`` item (module docstring) as grid entries."""
+    name, _, budget = item.strip().partition(":")
+    name = name.strip()
+    if name == "none":
+        return [NONE]
+    if name == "all":
+        if budget:
+            raise ValueError("methods: 'all' takes the ratios of --ratios, not a budget of its own")
+        return [MethodSpec(n, {"ratio": r}) for n in projector_methods() for r in ratios]
+    if not budget:
+        return [MethodSpec(name, {"ratio": r}) for r in ratios]
+    budget = budget.strip()
+    if budget == "adaptive":
+        return [MethodSpec(name, {"budget": "adaptive"})]
+    if budget.startswith("count="):
+        return [MethodSpec(name, {"count": int(budget[6:])})]
+    try:
+        return [MethodSpec(name, {"ratio": float(budget)})]
+    except ValueError:
+        raise ValueError(f"methods: cannot read the budget of {item!r} (expected name:0.25, name:count=64 "
+                         "or name:adaptive)") from None
+
+
+def parse_mapping(entry: dict, ratios: list[float]) -> list[MethodSpec]:
+    entry = dict(entry)
+    if "name" not in entry:
+        raise ValueError(f"methods: a mapping entry needs a name, got {entry}")
+    name = str(entry.pop("name"))
+    budget = {k: entry.pop(k) for k in ("ratio", "count", "budget") if k in entry}
+    if name == "none":
+        return [NONE]
+    if budget:
+        if "ratio" in budget:
+            budget["ratio"] = float(budget["ratio"])
+        return [MethodSpec(name, budget, entry)]
+    return [MethodSpec(name, {"ratio": r}, entry) for r in ratios]
+
+
+def read_config(path: Path) -> Any:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        return json.loads(text)
+    try:
+        import yaml
+    except ImportError:
+        raise ValueError(f"methods: reading {path} needs PyYAML (pip install pyyaml), or write it as JSON") from None
+    return yaml.safe_load(text)
+
+
+def parse_methods(spec: str, ratios: list[float]) -> list[MethodSpec]:
+    """The entries ``--methods`` names (a list or a YAML/JSON file), before completion."""
+    path = Path(spec)
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        if not path.is_file():
+            raise ValueError(f"methods: no such config file {path}")
+        config = read_config(path)
+        if isinstance(config, dict):
+            ratios = [float(r) for r in config.get("ratios", ratios)]
+            config = config.get("methods", [])
+        if not isinstance(config, list):
+            raise ValueError(f"methods: {path} should hold a list of methods (or one under 'methods:')")
+        out = []
+        for entry in config:
+            out += parse_mapping(entry, ratios) if isinstance(entry, dict) else parse_item(str(entry), ratios)
+        return out
+    return [s for item in spec.split(",") if item.strip() for s in parse_item(item, ratios)]
+
+
+def complete_grid(specs: list[MethodSpec]) -> list[MethodSpec]:
+    """``none`` first, then per budget the ``pool`` baseline and the methods at it (module docstring)."""
+    groups: dict[str | None, list[MethodSpec]] = {}
+    for spec in specs:
+        if spec.name == "none":
+            continue
+        key = spec.budget_key
+        if key is not None and key not in groups:
+            groups[key] = [MethodSpec(BASELINE, dict(spec.budget))]
+        groups.setdefault(key, []).append(spec)
+    grid, seen = [NONE], {"none"}
+    for key in sorted(groups, key=lambda k: k is None):  # adaptive budgets last, others in order of use
+        for spec in groups[key]:
+            if spec.label not in seen:
+                seen.add(spec.label)
+                grid.append(spec)
+    return grid
+
+
+def validate(grid: list[MethodSpec]) -> None:
+    """Build every entry once, so bad names, budgets or stages fail before any model loads."""
+    from vtc.core.registry import build
+
+    for spec in grid:
+        if spec.name == "none":
+            continue
+        compressor = build(spec.name, **spec.budget, **spec.kwargs)
+        if compressor.info.stage != "projector":
+            raise ValueError(f"methods: {spec.name} runs at stage {compressor.info.stage!r}; vtc eval runs "
+                             "projector-stage methods (vtc.apply)")
+
+
+def with_defaults(specs: list[MethodSpec], defaults: dict[str, dict]) -> list[MethodSpec]:
+    """Entries without kwargs of their own get ``defaults[name]`` (e.g. layers that fit a tiny tower)."""
+    return [MethodSpec(s.name, s.budget, dict(defaults[s.name])) if s.name in defaults and not s.kwargs else s
+            for s in specs]
+
+
+def build_grid(spec: str, ratios: list[float], defaults: dict[str, dict] | None = None) -> list[MethodSpec]:
+    """Parse, complete and validate ``--methods`` (``defaults``: kwargs for entries that give none)."""
+    grid = complete_grid(with_defaults(parse_methods(spec, ratios), defaults or {}))
+    validate(grid)
+    return grid

@@ -1,0 +1,126 @@
+"""From result lines to one summary row per (task, model, method).
+
+- ``acc``: the mean of ``correct`` over the pairs that ran (``status == "ok"``); error lines are
+  counted (``n_errors``) but are not in the denominator. ``acc_stderr``: the standard error of that
+  mean (sample standard deviation / sqrt(n), as lmms-eval reports it).
+- ``ci_low``, ``ci_high``: the 95% percentile bootstrap interval of ``acc`` (``n_boot`` resamples of the
+  samples with replacement, seeded, so a report is reproducible).
+- ``pct_of_none``: ``acc`` as a percentage of the uncompressed (``none``) accuracy on the same task and
+  model.
+- The difficult split (after VTC-Bench): the samples that the method's iso-token ``pool`` baseline (same
+  ratio or count) answers wrongly. ``difficult_n`` is how many of them the method ran on,
+  ``difficult_acc`` its accuracy there, ``difficult_none_acc`` that of ``none`` on the same samples.
+  Plain downsampling fails these, so they separate methods that keep the informative tokens from ones
+  that merely keep enough. ``none`` and ``pool`` rows, and adaptive budgets, have no such split.
+- Tokens: means over ok lines of ``tokens_before``/``tokens_after``; ``keep``: their ratio.
+- Time: means of the per-sample ``prefill_ms`` and ``e2e_ms``; ``throughput``: samples per second of
+  end-to-end time; ``peak_mem_mb``: the largest peak seen.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from vtc.eval.grid import MethodSpec
+
+
+def acc_stderr(values: list[float]) -> float:
+    """Standard error of the mean (0 for fewer than two values)."""
+    n = len(values)
+    return float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else 0.0
+
+
+def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean; ``(nan, nan)`` for no values."""
+    if not values:
+        return float("nan"), float("nan")
+    data = np.asarray(values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    means = np.empty(n_boot)
+    step = max(1, 2_000_000 // len(data))  # bound memory: at most ~2M draws at a time
+    for start in range(0, n_boot, step):
+        stop = min(n_boot, start + step)
+        means[start:stop] = data[rng.integers(0, len(data), size=(stop - start, len(data)))].mean(axis=1)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(means, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def _acc(lines: list[dict]) -> float | None:
+    return _mean([float(r["correct"]) for r in lines])
+
+
+def summarise(records: list[dict], grid: list[MethodSpec], n_boot: int = 1000, seed: int = 0) -> list[dict]:
+    """One row per (task, model, method) present in ``records``, in task, model and grid order."""
+    groups: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    tasks, models = [], []
+    for r in records:
+        groups[(r["task"], r["model"], r["method"])].append(r)
+        if r["task"] not in tasks:
+            tasks.append(r["task"])
+        if r["model"] not in models:
+            models.append(r["model"])
+    ok = {k: [r for r in v if r["status"] == "ok"] for k, v in groups.items()}
+    rows = []
+    for task in tasks:
+        for model in models:
+            none_acc = _acc(ok.get((task, model, "none"), []))
+            for spec in grid:
+                key = (task, model, spec.label)
+                if key not in groups:
+                    continue
+                rows.append(row(spec, groups[key], ok[key], none_acc, ok, n_boot, seed))
+    return rows
+
+
+def row(spec: MethodSpec, lines: list[dict], good: list[dict], none_acc: float | None,
+        ok: dict[tuple[str, str, str], list[dict]], n_boot: int, seed: int) -> dict:
+    task, model = lines[0]["task"], lines[0]["model"]
+    correct = [float(r["correct"]) for r in good]
+    acc = _mean(correct)
+    lo, hi = bootstrap_ci(correct, n_boot, seed) if correct else (None, None)
+    before = _mean([r["tokens_before"] for r in good])
+    after = _mean([r["tokens_after"] for r in good])
+    e2e_s = sum(r["e2e_ms"] for r in good) / 1000
+    out = {
+        "task": task, "model": model, "method": spec.label, "method_name": spec.name, "budget": dict(spec.budget),
+        "n": len(lines), "n_ok": len(good), "n_errors": len(lines) - len(good),
+        "acc": acc, "acc_stderr": acc_stderr(correct) if correct else None, "ci_low": lo, "ci_high": hi,
+        "pct_of_none": 100 * acc / none_acc if acc is not None and none_acc else None,
+        "tokens_before": before, "tokens_after": after,
+        "keep": after / before if before else None,
+        "prefill_ms": _mean([r["prefill_ms"] for r in good]), "e2e_ms": _mean([r["e2e_ms"] for r in good]),
+        "throughput": len(good) / e2e_s if e2e_s > 0 else None,
+        "peak_mem_mb": max((r["peak_mem_mb"] for r in good), default=None),
+        "baseline": spec.baseline, "difficult_n": None, "difficult_acc": None, "difficult_none_acc": None,
+    }
+    if spec.baseline is not None and (task, model, spec.baseline) in ok:
+        hard = {r["id"] for r in ok[(task, model, spec.baseline)] if not r["correct"]}
+        mine = [r for r in good if r["id"] in hard]
+        out["difficult_n"] = len(mine)
+        out["difficult_acc"] = _acc(mine)
+        out["difficult_none_acc"] = _acc([r for r in ok.get((task, model, "none"), []) if r["id"] in hard])
+    return out
+
+
+def difficult_splits(rows: list[dict]) -> list[dict]:
+    """The difficult split per task, model and baseline: its size, and each method's and ``none``'s accuracy."""
+    by_label = {(r["task"], r["model"], r["method"]): r for r in rows}
+    out: dict[tuple[str, str, str], dict] = {}
+    for r in rows:
+        pool = by_label.get((r["task"], r["model"], r["baseline"] or ""))
+        if pool is None or pool["acc"] is None:
+            continue
+        key = (r["task"], r["model"], r["baseline"])
+        if key not in out:
+            n_hard = pool["n_ok"] - round(pool["acc"] * pool["n_ok"])
+            out[key] = {"task": r["task"], "model": r["model"], "baseline": r["baseline"], "n": n_hard,
+                        "none_acc": r["difficult_none_acc"], "methods": {}}
+        out[key]["methods"][r["method"]] = {"acc": r["difficult_acc"], "n": r["difficult_n"]}
+    return list(out.values())
