@@ -8,7 +8,9 @@ Rows: full visual tokens; two text-only controls: 0% of the visual tokens (the p
 "objects removed" (the same prompt with an object-free background image);
 ``random`` keeping 5% of the tokens (vtc.apply); and a few methods at 25% and 11% for reference (on
 Qwen, whose ViT has no [CLS], VisionZip scores by attention received: ``cls_substitute="received"``). The
-held-out samples come from seed 1001 (``vtc.models.tiny_train.EVAL_SEED``); training draws from seed 0.
+answers are scored with the tiny models' rule (the option text named first, else the letter; row "full,
+letter rule" scores the letter only, as ``vtc eval`` does). The held-out samples come from seed 1001
+(``vtc.models.tiny_train.EVAL_SEED``); training draws from seed 0.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from vtc.core.registry import get_info
 from vtc.models import tiny_train
 from vtc.models.loading import load
 
-SETTINGS = [("full", None), ("0% tokens", "blind"), ("objects removed", "blank"), ("random 5%", ("random", 0.05)),
+SETTINGS = [("full", None), ("full, letter rule", "letter"), ("0% tokens", "blind"), ("objects removed", "blank"),
+            ("random 5%", ("random", 0.05)),
             ("pool 25%", ("pool", 0.25)), ("divprune 25%", ("divprune", 0.25)), ("visionzip 11%", ("visionzip", 0.11))]
 
 
@@ -48,7 +51,9 @@ def evaluate(model, processor, n: int, settings=SETTINGS) -> dict:
     for label, setting in settings:
         for kind, samples in media.items():
             start = time.perf_counter()
-            if setting in ("blind", "blank"):
+            if setting == "letter":
+                acc = by_kind(model, processor, samples, rule="letter")
+            elif setting in ("blind", "blank"):
                 acc = by_kind(model, processor, samples, **{setting: True})
             elif setting is None:
                 acc = by_kind(model, processor, samples)
