@@ -14,6 +14,7 @@ import sys
 import pytest
 from PIL import Image
 
+from vtc import cli
 from vtc.demo import app
 from vtc.demo.overlay import (
     DIM_ALPHA,
@@ -137,7 +138,7 @@ def test_media_limits_and_errors(tmp_path, monkeypatch):
     big = tmp_path / "big.png"
     Image.new("RGB", (40, 30)).save(big)
     assert app.load_media(big).kind == "image"
-    monkeypatch.setattr(app, "MAX_IMAGE_PIXELS", 1000)
+    monkeypatch.setattr(cli, "MAX_IMAGE_PIXELS", 1000)  # the limit shared with vtc compare and vtc eval
     with pytest.raises(ValueError, match="40x30 pixels, over the 20 MP limit"):
         app.load_media(big)
     clip = app.example_path("clip-direction")

@@ -106,19 +106,20 @@ def parse_methods(spec: str, ratio: float | None, count: int | None) -> list[tup
     return out
 
 
-def load_image(path: str) -> object:
-    """An RGB PIL image, with clear errors for missing, unreadable or oversized files."""
+def load_image(path: str, name: str | None = None) -> object:
+    """An RGB PIL image, with clear errors for missing, unreadable or oversized files (``name``: shown in them)."""
     from PIL import Image
 
+    name = name or path
     try:
         with Image.open(path) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"image: {path} has {img.width}x{img.height} pixels, over the 20 MP limit")
+                raise ValueError(f"image: {name} has {img.width}x{img.height} pixels, over the 20 MP limit")
             return img.convert("RGB")
     except FileNotFoundError:
-        raise ValueError(f"image: no such file {path}") from None
+        raise ValueError(f"image: no such file {name}") from None
     except OSError as err:
-        raise ValueError(f"image: cannot read {path} ({err})") from None
+        raise ValueError(f"image: cannot read {name} ({err})") from None
 
 
 def media_prompt(processor: object, question: str, media: str = "image") -> str:

@@ -33,6 +33,7 @@ from typing import Any
 
 from PIL import Image
 
+from vtc.data.video import VIDEO_SUFFIXES
 from vtc.demo.overlay import contact_sheet, draw_overlays, fit, token_counts
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
@@ -40,11 +41,9 @@ DEFAULT_MODEL = "vtc-tiny-qwen2vl"
 REFERENCE = "no compression"
 MAX_METHODS = 4
 MAX_VIDEO_BYTES = 200 * 1024 * 1024
-MAX_IMAGE_PIXELS = 20_000_000
 DEFAULT_FRAMES = 16
 MAX_FRAMES = 32
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 BUDGET_MODES = ("ratio", "token count")
 INSTALL_HINT = "the demo needs Gradio: pip install 'vtc[demo]'"
 
@@ -105,16 +104,9 @@ def load_media(path: str | Path | None, frames: int = DEFAULT_FRAMES, max_frames
     if not path.is_file():
         raise ValueError(f"media: no such file {path.name}")
     if kind == "image":
-        try:
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_IMAGE_PIXELS:
-                    raise ValueError(
-                        f"image: {path.name} has {img.width}x{img.height} pixels, over the 20 MP limit"
-                    )
-                picture = img.convert("RGB")
-        except OSError as err:
-            raise ValueError(f"image: cannot read {path.name} ({err})") from None
-        return Media("image", [picture], path.name)
+        from vtc.cli import load_image
+
+        return Media("image", [load_image(str(path), name=path.name)], path.name)
     size = path.stat().st_size
     if size > MAX_VIDEO_BYTES:
         raise ValueError(f"video: {path.name} is {size / 2**20:.0f} MB, over the 200 MB limit")
