@@ -73,10 +73,10 @@ def evaluate(model, processor, n: int, settings=SETTINGS) -> dict:
 def curve(folder: Path, n: int) -> list[dict]:
     """Accuracy (images, and videos for Qwen) of every ``*.pt`` checkpoint in ``folder``, by training step."""
     rows = []
-    for path in sorted(folder.glob("*.pt"), key=lambda p: torch.load(p, weights_only=False)["state"]["step"]):
-        saved = torch.load(path, weights_only=False)
+    tokenizer = tiny_train.tiny.build_tokenizer()
+    checkpoints = [(path, torch.load(path, weights_only=False)) for path in folder.glob("*.pt")]
+    for path, saved in sorted(checkpoints, key=lambda item: item[1]["state"]["step"]):
         family = "llava" if path.name.startswith("llava") else "qwen2_vl"
-        tokenizer = tiny_train.tiny.build_tokenizer()
         model = tiny_train.tiny.new_model(family, tokenizer)
         model.load_state_dict(saved["model"])
         processor = tiny_train.tiny.TinyProcessor(tokenizer, family)

@@ -22,6 +22,7 @@ import json
 import math
 import random
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from vtc.data import shapes
+from vtc.eval.answers import extract_letter
 from vtc.models import tiny
 
 TRAIN_SEED = 0  # the training stream; held-out evaluation uses seeds >= 1000
@@ -216,29 +218,25 @@ def qa_batch(processor: tiny.TinyProcessor, samples: list[shapes.Sample], rng: r
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
-def letter_of(text: str) -> str | None:
-    """The option letter in a generated answer: the last standalone A-D token."""
-    found = [w for w in text.replace(".", " ").split() if w in shapes.LETTERS]
-    return found[-1] if found else None
-
-
-def choice_of(text: str, options: list[str], rule: str = "text") -> str | None:
-    """The option a generated answer picks, as a letter.
+def choice_of(text: str, options: list[str], rule: str = "text") -> str:
+    """The option a generated answer picks, as a letter (``""``: none).
 
     ``rule="text"`` (the tiny models' rule): the first word of the answer that is an option's text
     picks that option (the models answer "green C": the open answer, then a letter); with no option
-    text, the letter. ``rule="letter"``: the letter only.
+    text, the letter. ``rule="letter"``: the letter as ``vtc eval`` extracts it
+    (:func:`vtc.eval.answers.extract_letter`).
     """
     if rule == "text":
         for word in text.replace(".", " ").split():
             if word in options:
                 return shapes.LETTERS[options.index(word)]
-    return letter_of(text)
+    return extract_letter(text, options)
 
 
 def blank_like(sample: shapes.Sample) -> list[np.ndarray]:
     """The sample's frames with every object removed (same kind of background): the no-information control."""
-    bg = np.asarray(shapes.background(shapes.sample_rng(-1, hash(sample.question) % 10**6), sample.frames[0].shape[0]))
+    seed = zlib.crc32(sample.question.encode())  # str hash() changes per process; crc32 does not
+    bg = np.asarray(shapes.background(shapes.sample_rng(-1, seed), sample.frames[0].shape[0]))
     return [bg] * len(sample.frames)
 
 
