@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-KINDS = ("ratio", "count", "coverage", "adaptive")
+KINDS = ("ratio", "count", "coverage", "adaptive", "schedule")  # schedule: the method's own (encoder stage)
 
 
 def _is_real(x: object) -> bool:
@@ -82,6 +82,8 @@ class Budget:
             if mass is None:
                 raise ValueError("budget: 'coverage:P' needs a score-based method (one that ranks tokens by mass)")
             return coverage_count(mass, self.value)
+        if self.kind == "schedule":
+            raise ValueError("budget: encoder-stage methods follow their own schedule (r=), not a token budget")
         raise ValueError("budget: 'adaptive' is only accepted by methods that choose their own count")
 
 

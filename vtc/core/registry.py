@@ -131,6 +131,8 @@ class Compressor:
     def __call__(self, tokens: VisualTokens) -> Compressed:
         if not isinstance(tokens, VisualTokens):
             raise ValueError(f"tokens: expected vtc.VisualTokens, got {type(tokens).__name__}")
+        if self.info.stage == "encoder":
+            raise ValueError(f"{self.info.name}: runs inside a vision tower; use vtc.apply(model, ...) or vtc.patch_vit(model, ...)")
         missing = [s for s in self.info.signals if getattr(tokens, s) is None]
         if missing:
             raise ValueError(
@@ -153,13 +155,24 @@ def build(
     budget: str | Budget | None = None,
     **kwargs: Any,
 ) -> Compressor:
-    """Build method ``name`` with a budget (``ratio=``, ``count=`` or ``budget=``) and its own kwargs."""
+    """Build method ``name`` with a budget (``ratio=``, ``count=`` or ``budget=``) and its own kwargs.
+
+    Encoder-stage methods take no budget (``tome_encoder`` follows its ``r`` schedule); ``"tome"`` given
+    ``r=`` means ``tome_encoder`` (ToMe inside the tower), ``"tome"`` given a budget the projector ToMe.
+    """
+    if name == "tome" and "r" in kwargs:
+        name = "tome_encoder"  # ToMe with a per-block r runs inside the vision tower
     info = get_info(name)
     unknown = sorted(set(kwargs) - set(info.kwargs))
     if unknown:
         accepted = ", ".join(info.kwargs) or "none"
         raise ValueError(f"{name}: unknown argument(s) {', '.join(unknown)}; accepted: {accepted}")
     parsed = Budget.parse(ratio=ratio, count=count, budget=budget)
+    if info.stage == "encoder":
+        if parsed is not None:
+            raise ValueError(f"{name}: runs inside the vision tower on its own schedule (r=); it takes no ratio=, "
+                             "count= or budget=")
+        return Compressor(info, info.config(**kwargs), Budget("schedule"))
     if parsed is None:
         if not info.adaptive:
             raise ValueError(f"{name}: needs a budget: ratio= in (0, 1], count= >= 1, or budget='coverage:P'")

@@ -11,6 +11,7 @@ from vtc.methods import (  # noqa: F401
     prumerge_plus,
     random,
     tome,
+    tome_encoder,
     uniform,
     visionzip,
 )
