@@ -132,7 +132,9 @@ class Compressor:
         if not isinstance(tokens, VisualTokens):
             raise ValueError(f"tokens: expected vtc.VisualTokens, got {type(tokens).__name__}")
         if self.info.stage == "encoder":
-            raise ValueError(f"{self.info.name}: runs inside a vision tower; use vtc.apply(model, ...) or vtc.patch_vit(model, ...)")
+            raise ValueError(
+                f"{self.info.name}: runs inside a vision tower; use vtc.apply(model, ...) or vtc.patch_vit(model, ...)"
+            )
         missing = [s for s in self.info.signals if getattr(tokens, s) is None]
         if missing:
             raise ValueError(
@@ -170,8 +172,9 @@ def build(
     parsed = Budget.parse(ratio=ratio, count=count, budget=budget)
     if info.stage == "encoder":
         if parsed is not None:
-            raise ValueError(f"{name}: runs inside the vision tower on its own schedule (r=); it takes no ratio=, "
-                             "count= or budget=")
+            raise ValueError(
+                f"{name}: runs inside the vision tower on its own schedule (r=); it takes no ratio=, count= or budget="
+            )
         return Compressor(info, info.config(**kwargs), Budget("schedule"))
     if parsed is None:
         if not info.adaptive:

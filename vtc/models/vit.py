@@ -106,7 +106,9 @@ def tower_of(model: nn.Module) -> Tower:
         return _open_clip_tower(model.visual)
     if module.startswith("open_clip.") and hasattr(model, "transformer"):
         return _open_clip_tower(model)
-    raise ValueError(f"model: the encoder stage does not support {module}.{name}; supported: {', '.join(SUPPORTED_TOWERS)}")
+    raise ValueError(
+        f"model: the encoder stage does not support {module}.{name}; supported: {', '.join(SUPPORTED_TOWERS)}"
+    )
 
 
 @dataclass
@@ -241,6 +243,7 @@ def patch_vit(model: nn.Module, method: str = "tome", **kwargs: Any) -> VitPatch
     name = "tome_encoder" if method == "tome" else method
     compressor = build(name, **kwargs)
     if compressor.info.stage != "encoder":
-        raise ValueError(f"method: patch_vit runs encoder-stage methods (tome); {method!r} runs at stage "
-                         f"{compressor.info.stage!r}")
+        raise ValueError(
+            f"method: patch_vit runs encoder-stage methods (tome); {method!r} runs at stage {compressor.info.stage!r}"
+        )
     return VitPatch(model, encoder_merging(compressor, tower_of(model)))
