@@ -68,10 +68,11 @@ def check_structure(tokens: VisualTokens, out: Compressed, exact_means: bool = T
 def test_all_methods_registered():
     names = [m.name for m in vtc.list_methods()]
     expected = {"random", "uniform", "pool", "cls_attention", "visionzip", "prumerge", "prumerge_plus"}
-    expected |= {"divprune", "dart", "tome", "hiprune"}
+    expected |= {"divprune", "dart", "tome", "hiprune", "tome_encoder", "fastv", "pyramiddrop"}
     assert expected <= set(names)
+    stages = {"tome_encoder": "encoder", "fastv": "llm", "pyramiddrop": "llm"}
     for m in vtc.list_methods():
-        assert m.stage == "projector" and not m.trainable and m.paper
+        assert m.stage == stages.get(m.name, "projector") and not m.trainable and m.paper
 
 
 @pytest.mark.parametrize("ratio", RATIOS)

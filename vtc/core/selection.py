@@ -27,6 +27,7 @@ class Sample:
     cls_attn: Tensor | None = None  # [L, N]
     keys: Tensor | None = None  # [N, Dk]
     text: Tensor | None = None  # [T, Dt]
+    query_attn: Tensor | None = None  # [N]
 
     @property
     def n(self) -> int:
@@ -46,6 +47,7 @@ def split_samples(tokens: VisualTokens) -> list[Sample]:
                 grid=tuple(int(v) for v in tokens.grid[b].tolist()),
                 cls_attn=None if tokens.cls_attn is None else tokens.cls_attn[b, :, :n],
                 keys=None if tokens.keys is None else tokens.keys[b, :n],
+                query_attn=None if tokens.query_attn is None else tokens.query_attn[b, :n],
                 text=text,
             )
         )

@@ -6,7 +6,9 @@ Layout conventions (see DESIGN.md):
   a sample are a prefix of its row (padding sits at the end), so sample ``b`` holds ``n_b`` tokens.
 - `grid [B, 3]` is ``(t, h, w)`` in tokens, with ``t * h * w == n_b``. Tokens are ordered frame by
   frame, then row-major inside a frame.
-- Signals are optional: `cls_attn [B, L, N]` (the encoder [CLS] attention row of L chosen layers,
+- Signals are optional: `query_attn [B, N]` (inside the LLM: the attention the last text token pays
+  each visual token, head-averaged; what LLM-stage methods rank by),
+  `cls_attn [B, L, N]` (the encoder [CLS] attention row of L chosen layers,
   averaged over heads), `keys [B, N, Dk]`, `text [B, T, Dt]` with `text_mask [B, T]`.
 """
 
@@ -90,6 +92,7 @@ class VisualTokens:
     keys: Tensor | None = None
     text: Tensor | None = None
     text_mask: Tensor | None = None
+    query_attn: Tensor | None = None
 
     def __post_init__(self) -> None:
         _check_float("features", self.features, 3)
@@ -112,6 +115,13 @@ class VisualTokens:
             _check_finite("cls_attn", self.cls_attn, self.mask[:, None, :])
             if bool(((self.cls_attn < 0) & self.mask[:, None, :]).any()):
                 _fail("cls_attn", "non-negative attention weights", "a negative value")
+        if self.query_attn is not None:
+            _check_float("query_attn", self.query_attn, 2)
+            if tuple(self.query_attn.shape) != (b, n):
+                _fail("query_attn", f"shape [B={b}, N={n}]", f"shape {tuple(self.query_attn.shape)}")
+            _check_finite("query_attn", self.query_attn, self.mask)
+            if bool(((self.query_attn < 0) & self.mask).any()):
+                _fail("query_attn", "non-negative attention weights", "a negative value")
         if self.keys is not None:
             _check_float("keys", self.keys, 3)
             if tuple(self.keys.shape[:2]) != (b, n):
@@ -166,6 +176,7 @@ class VisualTokens:
             grid=self.grid[b : b + 1],
             cls_attn=None if self.cls_attn is None else self.cls_attn[b : b + 1, :, :n],
             keys=None if self.keys is None else self.keys[b : b + 1, :n],
+            query_attn=None if self.query_attn is None else self.query_attn[b : b + 1, :n],
             text=None if self.text is None else self.text[b : b + 1][:, self.text_mask[b]],
         )
 
@@ -174,7 +185,7 @@ class VisualTokens:
         return tuple(f.name for f in fields(self) if f.name in SIGNALS and getattr(self, f.name) is not None)
 
 
-SIGNALS = ("cls_attn", "keys", "text")
+SIGNALS = ("cls_attn", "keys", "text", "query_attn")
 
 
 @dataclass

@@ -70,7 +70,7 @@ def merge_by_plan(x: Tensor, sizes: Tensor, dst: Tensor, n_out: int) -> tuple[Te
 
 def r_schedule(r: int | Sequence[int], depth: int) -> list[int]:
     """Tokens to merge after each of ``depth`` blocks: ``r`` for all, or a per-block list checked."""
-    if isinstance(r, bool) or not isinstance(r, (int, Sequence)):
+    if isinstance(r, (bool, str)) or not isinstance(r, (int, Sequence)):
         raise ValueError(f"r: expected an integer >= 0 or one integer per block, got {r!r}")
     values = [r] * depth if isinstance(r, int) else list(r)
     if len(values) != depth:
@@ -128,8 +128,9 @@ class ToMeEncoder:
     proportional: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.r, int) or isinstance(self.r, bool):
-            object.__setattr__(self, "r", tuple(r_schedule(self.r, len(tuple(self.r)))))
+        if isinstance(self.r, bool) or not isinstance(self.r, int):  # r_schedule rejects non-sequences
+            depth = len(self.r) if isinstance(self.r, Sequence) else 0
+            object.__setattr__(self, "r", tuple(r_schedule(self.r, depth)))
         elif self.r < 0:
             raise ValueError(f"r: expected an integer >= 0 or one integer per block, got {self.r!r}")
         if not isinstance(self.proportional, bool):

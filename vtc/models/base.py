@@ -198,6 +198,14 @@ def stack_padded(pieces: list[Tensor], width: int) -> Tensor:
 
 
 CLS_SUBSTITUTES = (None, "received")
+ENCODER_STAGE_MODELS = ("llava",)
+
+
+def keep_all() -> Compressor:
+    """The projector stage when a chain has none: every token kept as it is."""
+    from vtc.core.registry import build
+
+    return build("uniform", ratio=1.0)
 
 
 class Adapter:
@@ -218,6 +226,7 @@ class Adapter:
             raise ValueError(f"cls_substitute: expected None or 'received', got {cls_substitute!r}")
         self.model = model
         self.cls_substitute = cls_substitute
+        self.encoder: Compressor | None = None  # the encoder-stage compressor, set by Patch
 
     def token_id(self, modality: str) -> int:
         return getattr(self.model.config, f"{modality}_token_id")
@@ -263,6 +272,23 @@ class Adapter:
     def finish(self, kwargs: dict[str, Any], generating: bool) -> None:
         """Last touch on the rewritten call (e.g. compact text positions, rope deltas); default none."""
 
+    def visual_token_ids(self) -> set[int]:
+        """Placeholder ids of every modality the model takes."""
+        return {self.token_id(modality) for modality in self.media_keys}
+
+    def decoder_layers(self) -> Any:
+        return self.model.model.language_model.layers
+
+    def check_encoder_stage(self) -> None:
+        """Raise unless this family supports the encoder stage (``tome_encoder`` inside its tower)."""
+        raise ValueError(
+            f"{self.encoder.info.name}: the encoder stage is not supported on {self.model.config.model_type}; it runs "
+            f"on {', '.join(ENCODER_STAGE_MODELS)} (CLIP or SigLIP towers)"
+        )
+
+    def check_llm_stage(self, compressor: Compressor) -> None:
+        """Raise if the LLM stage cannot run at the compressor's layers; default: any layer."""
+
 
 def _delegate(target: Callable, original: Callable) -> Callable:
     """A plain function calling ``target`` that carries ``original``'s name, docstring and signature.
@@ -277,16 +303,50 @@ def _delegate(target: Callable, original: Callable) -> Callable:
     return functools.update_wrapper(wrapper, original)
 
 
-class Patch:
-    """The handle `vtc.apply` returns: ``stats`` per forward, ``remove()``, and a context manager."""
+def compose(first: Compressed, second: Compressed) -> Compressed:
+    """``second`` applied to the slots of ``first``, addressed in ``first``'s source tokens.
 
-    def __init__(self, model: Any, adapter: Adapter, compressor: Compressor) -> None:
+    ``index`` becomes the source token of each final slot's representative, ``assign`` maps each source
+    token through both, ``sizes`` counts source tokens; features, mask and info are ``second``'s.
+    """
+    inner = first.assign.clamp_min(0)
+    assign = torch.where(first.assign >= 0, second.assign.gather(1, inner), -1)
+    index = torch.where(second.index >= 0, first.index.gather(1, second.index.clamp_min(0)), -1)
+    sizes = torch.zeros_like(second.sizes)
+    kept = assign >= 0
+    for b in range(assign.shape[0]):
+        sizes[b].index_add_(0, assign[b, kept[b]], torch.ones_like(assign[b, kept[b]]))
+    return Compressed(
+        second.features, second.mask, index, assign, sizes, method=f"{first.method}+{second.method}", info=second.info
+    )
+
+
+class Patch:
+    """The handle `vtc.apply` returns: ``stats`` per forward, ``remove()``, and a context manager.
+
+    ``stages`` maps ``encoder``/``projector``/``llm`` to their compressors. The encoder and projector
+    stages run when the call carries pixels (the sequence is rewritten once, for both); the LLM stage
+    hooks the decoder layers for as long as the patch is on.
+    """
+
+    def __init__(self, model: Any, adapter: Adapter, stages: dict[str, Compressor]) -> None:
         if getattr(model, "_vtc_patch", None) is not None:
             raise ValueError("model: vtc is already applied to this model; call .remove() on its handle first")
         self.model = model
         self.adapter = adapter
-        self.compressor = compressor
+        self.stages = stages
+        self.compressor = stages.get("projector")
+        adapter.encoder = stages.get("encoder")
+        if adapter.encoder is not None:
+            adapter.check_encoder_stage()
+        self.llm = None
+        if "llm" in stages:
+            from vtc.models.llm_stage import LLMStage
+
+            adapter.check_llm_stage(stages["llm"])
+            self.llm = LLMStage(adapter.decoder_layers(), stages["llm"], adapter.visual_token_ids())
         self.stats: list[dict[str, Any]] = []
+        self._generating: dict[str, Any] | None = None
         self._saved = {name: model.__dict__.get(name) for name in ("forward", "generate")}
         self._orig_forward: Callable = model.forward
         self._orig_generate: Callable = model.generate
@@ -294,6 +354,10 @@ class Patch:
         model.forward = _delegate(self._forward, self._orig_forward)
         model.generate = _delegate(self._generate, self._orig_generate)
         model._vtc_patch = self
+
+    @property
+    def method(self) -> str:
+        return "+".join(c.info.name for c in self.stages.values())
 
     def remove(self) -> None:
         """Restore the model exactly as it was (idempotent)."""
@@ -304,6 +368,9 @@ class Patch:
                 self.model.__dict__.pop(name, None)
             else:
                 setattr(self.model, name, saved)
+        if self.llm is not None:
+            self.llm.remove()
+        self.adapter.encoder = None
         del self.model._vtc_patch
 
     def __enter__(self) -> Patch:
@@ -311,6 +378,9 @@ class Patch:
 
     def __exit__(self, *exc: object) -> None:
         self.remove()
+
+    def _record(self) -> dict[str, Any]:
+        return {"stage": "+".join(self.stages), "method": self.method}
 
     def _prepare(self, kwargs: dict[str, Any], media: dict, generating: bool) -> dict[str, Any]:
         input_ids = kwargs.get("input_ids")
@@ -325,6 +395,15 @@ class Patch:
             )
         if kwargs.get("past_key_values") is not None and kwargs["past_key_values"].get_seq_length() > 0:
             raise ValueError("past_key_values: pixel inputs are only accepted at prefill (an empty cache)")
+        record = self._record()
+        if self.compressor is None and self.adapter.encoder is None:  # LLM stage only: the prompt stays whole
+            counts = [0] * input_ids.shape[0]
+            for token_id in self.adapter.visual_token_ids():
+                counts = [c + int(n) for c, n in zip(counts, (input_ids == token_id).sum(1).tolist(), strict=True)]
+            record.update(before=counts, after=list(counts))
+            kwargs.update({k: v for inputs in media.values() for k, v in inputs.items()})  # pixels go back in
+            self.stats.append(record)
+            return kwargs
         attention_mask = kwargs.get("attention_mask")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -333,10 +412,13 @@ class Patch:
             positions = self.adapter.base_positions(input_ids, attention_mask, media, generating)
         keep = attention_mask.bool()  # padding columns go too; the rewrite re-pads to the longest row
         outputs = {}
-        record: dict[str, Any] = {"stage": "projector", "method": self.compressor.info.name}
+        selector = self.compressor or keep_all()
         for modality, inputs in media.items():
-            encoded = self.adapter.encode(modality, inputs, self.compressor, input_ids, attention_mask)
-            compressed = self.adapter.compress(encoded, self.compressor)
+            encoded = self.adapter.encode(modality, inputs, selector, input_ids, attention_mask)
+            compressed = self.adapter.compress(encoded, selector)
+            merged = encoded.extra.get("encoder")
+            if merged is not None:
+                compressed = compose(merged, compressed)
             columns = placeholder_columns(input_ids, self.adapter.token_id(modality), encoded)
             before = [0] * input_ids.shape[0]
             after = [0] * input_ids.shape[0]
@@ -348,17 +430,25 @@ class Patch:
                 before[row] += cols.numel()
                 after[row] += kept.numel()
             outputs[modality] = self.adapter.pack(encoded, compressed)
-            counts = encoded.tokens.mask.sum(1).tolist()
+            if merged is None:
+                counts, grids = encoded.tokens.mask.sum(1).tolist(), encoded.tokens.grid.tolist()
+            else:  # the encoder merged the tower's tokens: items are described in its source tokens
+                counts, grids = [c.numel() for c in columns], encoded.extra["grids"]
             record[modality] = {
                 "before": before,
                 "after": after,
                 # per media item (prompt order): its token grid (t, h, w) and the slot of every source
                 # token (-1 dropped), for overlays of what was kept or merged
                 "items": [
-                    {"row": row, "grid": encoded.tokens.grid[i].tolist(), "assign": compressed.assign[i, :n].cpu()}
-                    for i, (row, n) in enumerate(zip(encoded.rows, counts, strict=True))
+                    {"row": row, "grid": grid, "assign": compressed.assign[i, :n].cpu()}
+                    for i, (row, n, grid) in enumerate(zip(encoded.rows, counts, grids, strict=True))
                 ],
             }
+            if merged is not None:
+                per_row = [0] * input_ids.shape[0]
+                for row, n in zip(encoded.rows, merged.counts.tolist(), strict=True):
+                    per_row[row] += int(n)
+                record[modality]["encoder"] = per_row
         extras = {k: kwargs[k] for k in self.adapter.sequence_keys if kwargs.get(k) is not None}
         new = rewrite_sequence(
             input_ids, attention_mask, positions, kwargs.get("labels"), keep, self.adapter.pad_token_id(), extras
@@ -379,20 +469,30 @@ class Patch:
         call = dict(bound.arguments)
         call.update(call.pop("kwargs", {}))
         media = self.adapter.pop_media(call)
-        if not media:
-            return self._orig_forward(**call)
-        return self._orig_forward(**self._prepare(call, media, generating=False))
+        record = self._generating
+        if media:
+            call = self._prepare(call, media, generating=False)
+            record = self.stats[-1]
+        if self.llm is not None:
+            self.llm.begin(call, record)
+        return self._orig_forward(**call)
 
     def _generate(self, inputs: Tensor | None = None, **kwargs: Any) -> Any:
         if inputs is not None:
             kwargs["input_ids"] = inputs
+        if self.compressor is None and self.adapter.encoder is None:  # the prompt stays whole: plain generate
+            return self._orig_generate(**kwargs)
         media = self.adapter.pop_media(kwargs)
         if not media:
             return self._orig_generate(**kwargs)
         original_ids = kwargs["input_ids"]
         call = self._prepare(kwargs, media, generating=True)
         pruned_width = call["input_ids"].shape[1]
-        out = self._orig_generate(**call)
+        self._generating = self.stats[-1]  # its first forward step is the prefill the LLM stage records into
+        try:
+            out = self._orig_generate(**call)
+        finally:
+            self._generating = None
         sequences = out if isinstance(out, Tensor) else out.sequences
         repeats = sequences.shape[0] // original_ids.shape[0]
         prompt = original_ids.repeat_interleave(repeats, dim=0)

@@ -46,8 +46,6 @@ Rules this adapter follows:
 
 from __future__ import annotations
 
-import copy
-import sys
 from typing import Any
 
 import torch
@@ -56,6 +54,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from vtc.core.registry import Compressor
 from vtc.core.types import Compressed, VisualTokens
+from vtc.models.attention import observe_attention
 from vtc.models.base import (
     Adapter,
     Encoded,
@@ -67,22 +66,7 @@ from vtc.models.base import (
 )
 from vtc.models.llava import encoder_layer
 
-RECORD_IMPL = "vtc_record"
-_RECORDERS: dict[Any, _Recorder] = {}
 SCORE_ELEMENTS = 1 << 24  # attention logits computed at once when scoring received attention
-
-
-def _recording_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
-    """The attention function of probed modules: record q/k, then run the module's own implementation."""
-    recorder = _RECORDERS[module]
-    recorder.observe(query, key, module.head_dim**-0.5 if scaling is None else scaling, kwargs)
-    return recorder.delegate(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
-
-
-def _register() -> None:
-    from transformers import AttentionInterface
-
-    AttentionInterface.register(RECORD_IMPL, _recording_attention)
 
 
 def received_attention(query: Tensor, key: Tensor, scaling: float) -> Tensor:
@@ -107,7 +91,6 @@ class _Recorder:
         self.want_received = received
         self.keys: list[Tensor] = []
         self.received: list[Tensor] = []
-        self.delegate: Any = None
 
     @staticmethod
     def _segments(query: Tensor, key: Tensor, kwargs: dict[str, Any]):
@@ -140,33 +123,13 @@ class TowerProbe:
     def __init__(self, blocks: Any, keys: set[int], received: set[int]) -> None:
         self.modules = {i: blocks[i].attn for i in keys | received}
         self.recorders = {i: _Recorder(i in keys, i in received) for i in self.modules}
-        self._saved: dict[int, Any] = {}
 
     def __enter__(self) -> TowerProbe:
-        from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-        if self.modules:
-            _register()
-        try:
-            for i, attn in self.modules.items():
-                config = attn.config
-                eager = getattr(sys.modules[type(attn).__module__], "eager_attention_forward", None)
-                self.recorders[i].delegate = ALL_ATTENTION_FUNCTIONS.get_interface(config._attn_implementation, eager)
-                self._saved[i] = config
-                attn.config = copy.copy(config)
-                attn.config._attn_implementation = RECORD_IMPL
-                _RECORDERS[attn] = self.recorders[i]
-        except BaseException:
-            self.__exit__()
-            raise
+        self._restore = observe_attention({self.modules[i]: self.recorders[i] for i in self.modules})
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for i, config in self._saved.items():
-            attn = self.modules[i]
-            attn.config = config
-            _RECORDERS.pop(attn, None)
-        self._saved.clear()
+        self._restore()
 
     def keys(self, block: int) -> Tensor:
         return torch.cat(self.recorders[block].keys)

@@ -98,7 +98,8 @@ def tower_of(model: nn.Module) -> Tower:
     name = type(model).__name__
     module = type(model).__module__
     inner = getattr(model, "vision_model", model)
-    if module.startswith("transformers.") and hasattr(inner, "embeddings") and hasattr(inner, "encoder"):
+    embeddings, encoder = getattr(inner, "embeddings", None), getattr(inner, "encoder", None)
+    if module.startswith("transformers.") and hasattr(embeddings, "patch_embedding") and hasattr(encoder, "layers"):
         return _hf_tower(model)
     if module.startswith("timm.") and hasattr(model, "blocks"):
         return _timm_tower(model)
