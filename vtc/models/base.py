@@ -380,7 +380,9 @@ class Patch:
         self.remove()
 
     def _record(self) -> dict[str, Any]:
-        return {"stage": "+".join(self.stages), "method": self.method}
+        """One forward's stats: ``before``/``after`` (visual tokens in the prompt / entering the LLM, per row),
+        per-modality details, and ``stages``: one entry per stage that ran (LLM stages: one per layer)."""
+        return {"stage": "+".join(self.stages), "method": self.method, "stages": []}
 
     def _prepare(self, kwargs: dict[str, Any], media: dict, generating: bool) -> dict[str, Any]:
         input_ids = kwargs.get("input_ids")
@@ -461,8 +463,18 @@ class Patch:
         self.adapter.finish(kwargs, generating)
         record["before"] = [sum(v) for v in zip(*(record[m]["before"] for m in media), strict=True)]
         record["after"] = [sum(v) for v in zip(*(record[m]["after"] for m in media), strict=True)]
+        entering = record["before"]
+        if self.adapter.encoder is not None:
+            merged = [sum(v) for v in zip(*(record[m].get("encoder", record[m]["before"]) for m in media), strict=True)]
+            record["stages"].append(self._stage_entry("encoder", entering, merged))
+            entering = merged
+        if self.compressor is not None:
+            record["stages"].append(self._stage_entry("projector", entering, record["after"]))
         self.stats.append(record)
         return kwargs
+
+    def _stage_entry(self, stage: str, before: list[int], after: list[int]) -> dict[str, Any]:
+        return {"stage": stage, "method": self.stages[stage].info.name, "before": list(before), "after": list(after)}
 
     def _forward(self, *args: Any, **kwargs: Any) -> Any:
         bound = self._forward_signature.bind_partial(*args, **kwargs)

@@ -8,6 +8,7 @@ that produces the features; ``text`` is the LLM input embeddings of the prompt's
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -53,7 +54,8 @@ class LlavaAdapter(Adapter):
         last = feature_layer if isinstance(feature_layer, int) else feature_layer[-1]
         key_layer = encoder_layer(last if last < 0 else last - 1, len(layers), "vision_feature_layer")
         probed = set(attn_layers) | ({key_layer} if "keys" in wanted else set())
-        with AttentionProbe({i: layers[i].self_attn for i in probed}) as probe:
+        merging = self._merging(feature_layer)
+        with AttentionProbe({i: layers[i].self_attn for i in probed}) as probe, merging or nullcontext():
             out = self.model.model.get_image_features(
                 pixel_values=inputs["pixel_values"],
                 vision_feature_layer=feature_layer,
@@ -67,13 +69,36 @@ class LlavaAdapter(Adapter):
         drop_cls = 1 if strategy == "default" else 0
         side = self.grid_side()
         grid = (1, side, side) if drop_cls and side * side == counts[0] else (1, 1, counts[0])
+        extra: dict[str, Any] = {}
+        if merging is not None:  # the tower merged tokens: describe them in the tower's source tokens
+            snapshot = merging.snapshots[max(feature_layer % (len(layers) + 1) - 1, 0)]
+            sources = snapshot.sources[:, drop_cls:] - drop_cls
+            extra["grids"] = [[1, side, side] if side * side == sources.shape[1] else [1, 1, sources.shape[1]]] * len(
+                features
+            )
+            extra["encoder"] = Compressed(
+                torch.stack(features),
+                torch.ones(len(features), counts[0], dtype=torch.bool, device=sources.device),
+                snapshot.own[:, drop_cls:] - drop_cls,
+                sources,
+                snapshot.sizes[:, drop_cls:].round().long(),
+                method=self.encoder.info.name,
+            )
+            grid = (1, 1, counts[0])
+            for i in attn_layers:
+                if merging.snapshots[i].sizes.shape[1] != counts[0] + drop_cls:
+                    raise ValueError(
+                        f"layers of {compressor.info.name}: with tome_encoder, attention can be read only where the "
+                        f"tower has the feature layer's tokens; layer {i} has {merging.snapshots[i].sizes.shape[1]}"
+                    )
         signals: dict[str, Tensor] = {}
         if attn_layers:
             mode = getattr(compressor.config, "attention", "cls")
             signals["cls_attn"] = attention_rows(probe, attn_layers, mode)[:, :, drop_cls:]
         if "keys" in wanted:
             signals["keys"] = probe.keys(key_layer)[:, drop_cls:]
-        rows = assign_rows(input_ids, self.token_id(modality), counts, modality)
+        placeholders = counts if merging is None else [extra["encoder"].assign.shape[1]] * len(counts)
+        rows = assign_rows(input_ids, self.token_id(modality), placeholders, modality)
         if "text" in wanted:
             signals["text"], signals["text_mask"] = question_text(
                 self.model, input_ids, attention_mask, rows, {self.token_id(modality)}
@@ -83,7 +108,23 @@ class LlavaAdapter(Adapter):
             grid=torch.tensor([grid] * len(features), device=features[0].device),
             **signals,
         )
-        return Encoded(modality, tokens, rows, counts)
+        return Encoded(modality, tokens, rows, placeholders, extra)
+
+    def _merging(self, feature_layer: Any) -> Any:
+        """The encoder stage's hooks on the tower for one call (an inactive context when there is none)."""
+        from vtc.models.vit import encoder_merging, tower_of
+
+        if self.encoder is None:
+            return None
+        if not isinstance(feature_layer, int):
+            raise ValueError(
+                f"vision_feature_layer: {self.encoder.info.name} needs a single feature layer, got {feature_layer!r}"
+            )
+        return encoder_merging(self.encoder, tower_of(self.model.model.vision_tower))
+
+    def check_encoder_stage(self) -> None:
+        if type(self) is not LlavaAdapter:
+            super().check_encoder_stage()
 
     def pack(self, encoded: Encoded, compressed: Compressed) -> BaseModelOutputWithPooling:
         kept = [compressed.features[i, : int(k)] for i, k in enumerate(compressed.counts)]

@@ -139,7 +139,7 @@ class LLMStage:
             self.prefill_cols = {}
             self.prompt_length = input_ids.shape[1]
             self.state = CallState(visual, mask.bool(), prefill=True)
-            self.records = [] if record is None else record.setdefault("llm", [])
+            self.records = [] if record is None else record.setdefault("stages", [])
             return
         if not self.prefill_cols:
             return
