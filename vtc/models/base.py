@@ -492,11 +492,15 @@ class Patch:
     def _generate(self, inputs: Tensor | None = None, **kwargs: Any) -> Any:
         if inputs is not None:
             kwargs["input_ids"] = inputs
-        if self.compressor is None and self.adapter.encoder is None:  # the prompt stays whole: plain generate
-            return self._orig_generate(**kwargs)
         media = self.adapter.pop_media(kwargs)
         if not media:
             return self._orig_generate(**kwargs)
+        if self.compressor is None and self.adapter.encoder is None:  # LLM stage only: the prompt stays whole
+            self._generating = self._prepare(kwargs, media, generating=True) and self.stats[-1]
+            try:
+                return self._orig_generate(**kwargs)
+            finally:
+                self._generating = None
         original_ids = kwargs["input_ids"]
         call = self._prepare(kwargs, media, generating=True)
         pruned_width = call["input_ids"].shape[1]

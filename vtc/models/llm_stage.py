@@ -208,6 +208,7 @@ class LLMStage:
         counts = visual.sum(1)
         keep = alive.clone()
         before, after = counts.tolist(), counts.tolist()
+        kept_cols = [cols[b, visual[b]].tolist() for b in range(batch)]
         rows = [b for b in range(batch) if before[b] > 0]
         if rows:
             n = int(counts.max())
@@ -233,8 +234,16 @@ class LLMStage:
                 dropped[kept] = False
                 keep[b, positions[i][dropped]] = False
                 after[b] = int(kept.numel())
+                kept_cols[b] = cols[b, positions[i][kept.sort().values]].tolist()
         self.records.append(
-            {"stage": "llm", "method": self.compressor.info.name, "layer": layer, "before": before, "after": after}
+            {
+                "stage": "llm",
+                "method": self.compressor.info.name,
+                "layer": layer,
+                "before": before,
+                "after": after,
+                "kept": kept_cols,  # per row: the prompt columns of the visual tokens kept after this layer
+            }
         )
         if after == before:
             return None
