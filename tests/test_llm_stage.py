@@ -320,3 +320,75 @@ def test_remove_restores_attention_and_hooks(pixels):
     for block in model.model.language_model.layers:
         assert block.self_attn.config._attn_implementation == "sdpa"
         assert not block._forward_hooks and not block._forward_pre_hooks
+
+
+# -- Qwen2-VL / Qwen2.5-VL: M-RoPE positions, images and a video in one batch ------------------------
+
+
+@pytest.mark.parametrize("version", ["qwen2_vl", "qwen2_5_vl"])
+def test_qwen_generate_with_cache_equals_no_cache_reference(version):
+    from test_apply_qwen import case
+    from tiny_qwen import END, IMAGE, START, VIDEO, tiny_qwen
+
+    model = tiny_qwen(version, text_layers=DEPTH)
+    special = [IMAGE, VIDEO, START, END]  # random weights: keep generated text free of media tokens
+    inputs, _ = case(model, version, "batch")
+    with torch.no_grad(), vtc.apply(model, "fastv", ratio=0.25, layer=1) as handle:
+        out = model.generate(**inputs, max_new_tokens=4, do_sample=False, suppress_tokens=special)
+        (entry,) = llm_entries(handle)
+        ids = inputs["input_ids"]
+        visual = (ids == IMAGE) | (ids == VIDEO)
+        assert entry["before"] == visual.sum(1).tolist()
+        assert entry["after"] == [round(0.25 * n) for n in entry["before"]]
+        want, steps = [], inputs
+        handle.llm._pinned = [[torch.tensor(row) for row in entry["kept"]]]
+        for _ in range(4):  # no cache: the model computes the M-RoPE positions of the whole sequence itself
+            logits = model(**steps, use_cache=False).logits[:, -1]
+            logits[:, special] = -torch.inf
+            token = logits.argmax(-1, keepdim=True)
+            want.append(token)
+            steps = dict(
+                steps,
+                input_ids=torch.cat([steps["input_ids"], token], 1),
+                attention_mask=torch.cat([steps["attention_mask"], torch.ones_like(token)], 1),
+                mm_token_type_ids=torch.cat([steps["mm_token_type_ids"], torch.zeros_like(token).int()], 1),
+            )
+        handle.llm._pinned = None
+    assert torch.equal(out[:, ids.shape[1] :], torch.cat(want, 1))
+
+
+def test_qwen_keeps_original_mrope_positions():
+    """After the drop, layer K+1's rotary embeddings are those of the kept tokens' own M-RoPE positions."""
+    from test_apply_qwen import case, rope_positions
+    from tiny_qwen import tiny_qwen
+
+    model, ref = tiny_qwen("qwen2_vl", text_layers=DEPTH), tiny_qwen("qwen2_vl", text_layers=DEPTH)
+    inputs, _ = case(model, "qwen2_vl", "video")
+    seen = {}
+    lm = model.model.language_model
+    with torch.no_grad(), vtc.apply(model, "fastv", ratio=0.25, layer=1) as handle:
+        hook = lm.layers[2].register_forward_pre_hook(  # after vtc's own hook: sees what the layer gets
+            lambda m, args, kwargs: seen.update(cos=kwargs["position_embeddings"][0]), with_kwargs=True
+        )
+        model(**inputs)
+    hook.remove()
+    (entry,) = llm_entries(handle)
+    ids = inputs["input_ids"][0]
+    keep = (inputs["mm_token_type_ids"][0] == 0) | torch.isin(
+        torch.arange(ids.shape[0]), torch.tensor(entry["kept"][0])
+    )
+    positions = rope_positions(ref, inputs)[:, :, keep]
+    hidden = torch.zeros(1, int(keep.sum()), 64)
+    want, _ = ref.model.language_model.rotary_emb(hidden, positions)
+    assert seen["cos"].shape == want.shape
+    torch.testing.assert_close(seen["cos"], want, atol=1e-6, rtol=0)
+
+
+def test_qwen3_refuses_drops_before_deepstack_ends():
+    from tiny_qwen import tiny_qwen
+
+    model = tiny_qwen("qwen3_vl", text_layers=DEPTH)
+    with pytest.raises(ValueError, match="deepstack"):
+        vtc.apply(model, "fastv", ratio=0.5, layer=1)
+    with vtc.apply(model, "fastv", ratio=0.5, layer=2):
+        pass

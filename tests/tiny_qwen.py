@@ -25,7 +25,7 @@ IMAGE, VIDEO, START, END, TIMESTAMP = 100, 101, 98, 99, 3
 MERGE = 2
 TOKENS = dict(image_token_id=IMAGE, video_token_id=VIDEO, vision_start_token_id=START, vision_end_token_id=END)
 ROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
-TEXT = dict(
+TEXT_DEFAULT = dict(
     TEXT_SIZES,
     bos_token_id=None,
     eos_token_id=None,  # no early stop: greedy runs always give max_new_tokens
@@ -61,10 +61,11 @@ VISION = {
 }
 
 
-def tiny_qwen(version: str, seed: int = 0):
+def tiny_qwen(version: str, seed: int = 0, text_layers: int = 2):
     """A tiny ``Qwen*VLForConditionalGeneration`` (3 ViT blocks, 2 LLM layers), sdpa attention, eval mode."""
     torch.manual_seed(seed)
     vision = dict(VISION[version], spatial_merge_size=MERGE)
+    TEXT = dict(TEXT_DEFAULT, num_hidden_layers=text_layers)
     if version == "qwen2_vl":
         config = Qwen2VLConfig(vision_config=vision, text_config=TEXT, **TOKENS)
         return Qwen2VLForConditionalGeneration(config).eval()

@@ -273,6 +273,16 @@ class QwenVLAdapter(Adapter):
         levels = [[slot_means(level[i], compressed, i) for i in range(len(kept))] for level in deepstack]
         return encoded.extra["output_type"](pooler_output=kept, deepstack_features=levels)
 
+    def check_llm_stage(self, compressor: Compressor) -> None:
+        """Qwen3-VL adds deepstack features to the visual tokens after its first LLM layers: drop after those."""
+        levels = len(getattr(self.model.config.vision_config, "deepstack_visual_indexes", None) or [])
+        first = min(compressor.config.layers)
+        if first < levels:
+            raise ValueError(
+                f"{compressor.info.name}: {self.model.config.model_type} adds deepstack features to the visual tokens "
+                f"after LLM layers 0..{levels - 1}; drop tokens after a later layer (layer >= {levels}), got {first}"
+            )
+
     def finish(self, kwargs: dict[str, Any], generating: bool) -> None:
         positions, mask = kwargs["position_ids"], kwargs["attention_mask"]
         if positions.ndim == 3 and positions.shape[0] == 4:
