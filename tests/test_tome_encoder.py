@@ -105,7 +105,9 @@ def test_merge_by_plan_matches_naive(batch: int, n: int, protected: int, r: int)
         assert new_sizes[b].tolist() == want_sizes
 
 
-@pytest.mark.parametrize(("batch", "n", "protected", "rs"), [(1, 16, 0, (4, 3, 2)), (2, 17, 1, (5, 5, 9)), (2, 14, 2, (3, 0, 2))])
+@pytest.mark.parametrize(
+    ("batch", "n", "protected", "rs"), [(1, 16, 0, (4, 3, 2)), (2, 17, 1, (5, 5, 9)), (2, 14, 2, (3, 0, 2))]
+)
 def test_merge_state_rounds_match_naive(batch: int, n: int, protected: int, rs: tuple[int, ...]) -> None:
     """Consecutive rounds: merged features, sizes, sources and owners against naive groups."""
     original = random_metric(batch, n, 6, seed=7 * n)
@@ -163,6 +165,10 @@ def test_ties_break_to_lower_index() -> None:
     assert dst.tolist() == [[0, 0, 3, 1, 2, 3]]
     dst, keep = bipartite_plan(metric, 3)
     assert dst.tolist() == [[0, 0, 2, 1, 2, 2]]
+    # all rows equal: every A picks B1, and the r lowest A tokens merge
+    dst, keep = bipartite_plan(torch.ones(1, 200, 2), 40)
+    assert (~keep[0]).nonzero()[:, 0].tolist() == list(range(0, 80, 2))
+    assert dst[0, :80:2].tolist() == [0] * 40
     # A2 ties between B3 and B5 (both e2): the lower B wins (B5 would give [0, 1, 4, 2, 3, 4])
     metric = torch.tensor([[e3, e1, e2, e2, e3, e2]])
     assert bipartite_plan(metric, 1)[0].tolist() == [[0, 1, 2, 2, 3, 4]]
@@ -179,7 +185,9 @@ def test_hand_computed_merge_with_sizes() -> None:
     assert state.sizes.tolist() == [[1.0, 3.0, 4.0]]
     assert state.sources.tolist() == [[0, 1, 2, 2, 1]]
     assert state.own.tolist() == [[0, 1, 3]]
-    torch.testing.assert_close(state.attention_bias(torch.float32), torch.tensor([1.0, 3.0, 4.0]).log().view(1, 1, 1, 3))
+    torch.testing.assert_close(
+        state.attention_bias(torch.float32), torch.tensor([1.0, 3.0, 4.0]).log().view(1, 1, 1, 3)
+    )
 
 
 def test_protected_never_merge_even_as_destination() -> None:
