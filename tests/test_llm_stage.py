@@ -143,7 +143,7 @@ def test_pruned_prefill_matches_hand_run_layers(pixels):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
-def no_cache_greedy(model, handle, inputs, steps: int, kept: list[list[list[int]]]) -> torch.Tensor:
+def no_cache_greedy(model, handle, inputs, steps: int, kept: list[list[list[int]]], suppress=()) -> torch.Tensor:
     """Greedy tokens from full no-cache forwards of prompt + tokens so far, the kept columns pinned."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     handle.llm._pinned = [[torch.tensor(row) for row in stage] for stage in kept]
@@ -152,6 +152,7 @@ def no_cache_greedy(model, handle, inputs, steps: int, kept: list[list[list[int]
         for _ in range(steps):
             with torch.no_grad():
                 logits = model(**{**inputs, "input_ids": ids, "attention_mask": mask}, use_cache=False).logits
+            logits[:, -1, list(suppress)] = -torch.inf
             token = logits[:, -1].argmax(-1, keepdim=True)
             out.append(token)
             ids, mask = torch.cat([ids, token], 1), torch.cat([mask, torch.ones_like(token)], 1)
@@ -392,3 +393,64 @@ def test_qwen3_refuses_drops_before_deepstack_ends():
         vtc.apply(model, "fastv", ratio=0.5, layer=1)
     with vtc.apply(model, "fastv", ratio=0.5, layer=2):
         pass
+
+
+# -- the LLaVA-NeXT family: images (AnyRes) and videos --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model_type", "modality"),
+    [
+        ("llava_next", "image"),
+        ("llava_onevision", "image"),
+        ("llava_onevision", "video"),
+        ("llava_next_video", "video"),
+    ],
+)
+def test_llava_next_family_generate_with_cache_equals_no_cache_reference(model_type, modality):
+    from test_apply_llava_next import TOKEN_IDS, batch
+    from tiny_llava_next import tiny
+
+    model = tiny(model_type)  # 2 LLM layers: drop after layer 0
+    ids, mask, media = batch(model_type, modality)
+    inputs = {"input_ids": ids, "attention_mask": mask, **media}
+    with torch.no_grad(), vtc.apply(model, "fastv", ratio=0.5, layer=0) as handle:
+        media_ids = list(TOKEN_IDS.values())  # random weights: keep generated text free of media tokens
+        out = model.generate(**inputs, max_new_tokens=3, do_sample=False, suppress_tokens=media_ids)
+        (entry,) = llm_entries(handle)
+        assert entry["before"] == (ids == TOKEN_IDS[modality]).sum(1).tolist()
+        assert entry["after"] == [(n + 1) // 2 for n in entry["before"]]  # half, rounded half up
+        want = no_cache_greedy(model, handle, inputs, 3, [entry["kept"]], media_ids)
+    assert torch.equal(out[:, ids.shape[1] :], want)
+
+
+def test_encoder_stage_on_a_siglip_llava():
+    """LLaVA with a SigLIP tower (no [CLS], features of every patch): tome merges inside it."""
+    from tiny_llava_next import SIGLIP
+
+    torch.manual_seed(0)
+    text = dict(model_type="llama", **{**TEXT_SIZES, "num_hidden_layers": DEPTH})
+    vision = dict(SIGLIP, image_size=112)
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=IMAGE_TOKEN,
+        image_seq_length=TOKENS,
+        vision_feature_select_strategy="full",
+    )
+    model = LlavaForConditionalGeneration(config).eval()
+    ids = torch.tensor([prompt(1, TOKENS, [1, 7], [9, 10])])
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "pixel_values": torch.randn(1, 3, 112, 112)}
+    chain = [("tome", {"r": 6}), ("fastv", {"ratio": 0.5, "layer": 1})]
+    with torch.no_grad(), vtc.apply(model, chain) as handle:
+        out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
+    assert out.shape == (1, ids.shape[1] + 2)
+    stages = [(e["stage"], e["before"], e["after"]) for e in handle.stats[-1]["stages"]]
+    assert stages == [("encoder", [64], [58]), ("llm", [58], [29])]
+
+
+def test_encoder_stage_refused_where_unsupported():
+    from tiny_qwen import tiny_qwen
+
+    with pytest.raises(ValueError, match="encoder stage is not supported on qwen2_vl; it runs on llava"):
+        vtc.apply(tiny_qwen("qwen2_vl"), "tome", r=4)
