@@ -18,6 +18,7 @@ from vtc.core import (
     list_methods,
     register,
 )
+from vtc.models.vit import patch_vit
 
 __version__ = "0.1.0"
 
@@ -31,5 +32,6 @@ __all__ = [
     "apply",
     "build",
     "list_methods",
+    "patch_vit",
     "register",
 ]
