@@ -232,7 +232,7 @@ TYPE_ERROR = "r: expected an integer >= 0 or one integer per block, got "
         ([1, -1], 2, "r: expected integers >= 0, got [1, -1]"),
         ([1, True], 2, "r: expected integers >= 0, got [1, True]"),
         ([1, 1.5], 2, "r: expected integers >= 0, got [1, 1.5]"),
-        (-1, 2, "r: expected integers >= 0, got [-1, -1]"),
+        (-1, 2, "r: expected integers >= 0, got -1"),
     ],
 )
 def test_r_schedule_errors(r: object, depth: int, message: str) -> None:
@@ -282,3 +282,8 @@ def test_encoder_stage_takes_no_budget() -> None:
 def test_tome_with_a_budget_is_the_projector_method() -> None:
     compressor = vtc.build("tome", ratio=0.5)
     assert compressor.info.name == "tome" and compressor.info.stage == "projector"
+
+
+def test_negative_r_fails_even_without_blocks() -> None:
+    with pytest.raises(ValueError, match="got -1"):
+        r_schedule(-1, 0)

@@ -72,6 +72,8 @@ def r_schedule(r: int | Sequence[int], depth: int) -> list[int]:
     """Tokens to merge after each of ``depth`` blocks: ``r`` for all, or a per-block list checked."""
     if isinstance(r, (bool, str)) or not isinstance(r, (int, Sequence)):
         raise ValueError(f"r: expected an integer >= 0 or one integer per block, got {r!r}")
+    if isinstance(r, int) and r < 0:
+        raise ValueError(f"r: expected integers >= 0, got {r}")
     values = [r] * depth if isinstance(r, int) else list(r)
     if len(values) != depth:
         raise ValueError(f"r: expected {depth} values (one per block), got {len(values)}")
