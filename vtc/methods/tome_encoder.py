@@ -43,7 +43,8 @@ def bipartite_plan(metric: Tensor, r: int, protected: int = 0) -> tuple[Tensor, 
     keep = torch.ones(batch, n, dtype=torch.bool, device=metric.device)
     if r == 0:
         return positions.expand(batch, n).clone(), keep
-    unit = metric.float() / metric.float().norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    work = metric.double() if metric.dtype == torch.float64 else metric.float()
+    unit = work / work.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     a_pos, b_pos = positions[0::2], positions[1::2]
     scores = unit[:, 0::2] @ unit[:, 1::2].transpose(1, 2)  # [B, |A|, |B|]
     scores[:, :, b_pos < protected] = -torch.inf
