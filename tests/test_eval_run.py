@@ -214,3 +214,19 @@ def test_embedded_model_without_weights_fails_fast(tmp_path, monkeypatch, capsys
     monkeypatch.setitem(loading.EMBEDDED, "vtc-tiny-llava", tmp_path / "absent")
     assert main(["--model", "vtc-tiny-llava", "--out", str(tmp_path / "out"), "--n", "2"]) == 2
     assert "has no weights in this install" in capsys.readouterr().err
+
+
+def test_llm_stage_methods_are_evaluated(setup, tmp_path):
+    """fastv in the grid: its token count is the count after its layer (a quarter of the visual tokens)."""
+    args = [a if a != "divprune:0.25" else "fastv:0.25,pyramiddrop:0.5" for a in setup["args"]]
+    out = tmp_path / "llm"
+    assert main([*args, "--out", str(out)]) == 0
+    records = lines(out)
+    fastv = [r for r in records if r["method"].startswith("fastv") and not r.get("error")]
+    assert fastv
+    for r in fastv:
+        assert r["tokens_after"] == max(1, int(r["tokens_before"] * 0.25 + 0.5))
+    # pyramiddrop's default layers (8, 16, 24) do not exist in a 4-layer LLM: error lines, and the run goes on
+    pyramid = [r for r in records if r["method"].startswith("pyramiddrop")]
+    media_ok = [r for r in pyramid if r["id"] not in ("corrupt", "missing")]  # those two fail on their video
+    assert media_ok and all("use indices <= 2" in r["error"] for r in media_ok)

@@ -40,8 +40,9 @@ from vtc.eval.store import SAMPLES, LineWriter, done_keys, merge, read_all, shar
 DEFAULT_MODELS = ("vtc-tiny-llava", "vtc-tiny-qwen2vl")
 RUN_FILE = "run.json"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# The built-in run's tiny towers have 4 blocks: HiPrune's default layers (8, -2) name a 24-block CLIP.
-BUILTIN_KWARGS = {"hiprune": {"layers": (1, -2)}}
+# The built-in run's tiny towers have 4 blocks: HiPrune's default layers (8, -2) name a 24-block CLIP;
+# their LLMs have 4 layers, fewer than PyramidDrop's default (8, 16, 24).
+BUILTIN_KWARGS = {"hiprune": {"layers": (1, -2)}, "pyramiddrop": {"layers": (0, 1, 2)}}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -172,9 +172,9 @@ def validate(grid: list[MethodSpec]) -> None:
         if spec.name == "none":
             continue
         compressor = build(spec.name, **spec.budget, **spec.kwargs)
-        if compressor.info.stage != "projector":
+        if compressor.info.stage not in ("projector", "llm"):
             raise ValueError(f"methods: {spec.name} runs at stage {compressor.info.stage!r}; vtc eval runs "
-                             "projector-stage methods (vtc.apply)")
+                             "projector- and LLM-stage methods (vtc.apply with a budget)")
 
 
 def with_defaults(specs: list[MethodSpec], defaults: dict[str, dict]) -> list[MethodSpec]:

@@ -76,6 +76,12 @@ class Settings:
         return {"frames": self.frames, "fps": self.fps, "max_frames": self.max_frames,
                 "video_backend": self.video_backend, "max_new_tokens": self.max_new_tokens}
 
+def tokens_after(stats: dict) -> list[int]:
+    """Visual tokens per row after compression: entering the LLM, or after the last LLM-stage layer
+    (LLM-stage methods: the layers before it still see them all)."""
+    llm = [e for e in stats.get("stages", []) if e["stage"] == "llm"]
+    return list(llm[-1]["after"] if llm else stats["after"])
+
 
 def line_key(model: str, item: Item, method: str) -> str:
     return f"{model}|{item.key}|{method}"
@@ -173,7 +179,7 @@ class ModelRunner:
                 self.model(**inputs, **self.forward_extra)
                 self._sync()
                 prefill = time.perf_counter() - t0
-                after = list(handle.stats[0]["after"]) if handle is not None else before
+                after = tokens_after(handle.stats[0]) if handle is not None else before
                 t1 = time.perf_counter()
                 out = self.model.generate(**inputs, max_new_tokens=self.settings.max_new_tokens, do_sample=False,
                                           pad_token_id=self.pad_id)
