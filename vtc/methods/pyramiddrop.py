@@ -5,8 +5,9 @@ Redundancy Reduction" (CVPR 2025, arXiv:2410.17247). The LLM is split into stage
 each of those layers, the visual tokens still present are ranked by the attention the last instruction
 token pays them (that layer's query and keys, averaged over heads) and only ``ratio`` of them (the
 paper's lambda, 0.5) go on. So after the i-th listed layer ``ratio**i`` of the visual tokens remain:
-a pyramid. The budget applies at every stage (``count=`` keeps that many at each, so only the first
-listed layer drops). Kept tokens keep their original positions.
+a pyramid. The budget applies at every stage; inside a model (``vtc.apply``) it must be a ratio, since
+a count would keep that many at each stage and only the first listed layer would drop. Kept tokens keep
+their original positions.
 """
 
 from __future__ import annotations

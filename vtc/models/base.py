@@ -312,10 +312,7 @@ def compose(first: Compressed, second: Compressed) -> Compressed:
     inner = first.assign.clamp_min(0)
     assign = torch.where(first.assign >= 0, second.assign.gather(1, inner), -1)
     index = torch.where(second.index >= 0, first.index.gather(1, second.index.clamp_min(0)), -1)
-    sizes = torch.zeros_like(second.sizes)
-    kept = assign >= 0
-    for b in range(assign.shape[0]):
-        sizes[b].index_add_(0, assign[b, kept[b]], torch.ones_like(assign[b, kept[b]]))
+    sizes = torch.zeros_like(second.sizes).scatter_add_(1, assign.clamp_min(0), (assign >= 0).long())
     return Compressed(
         second.features, second.mask, index, assign, sizes, method=f"{first.method}+{second.method}", info=second.info
     )
@@ -399,9 +396,8 @@ class Patch:
             raise ValueError("past_key_values: pixel inputs are only accepted at prefill (an empty cache)")
         record = self._record()
         if self.compressor is None and self.adapter.encoder is None:  # LLM stage only: the prompt stays whole
-            counts = [0] * input_ids.shape[0]
-            for token_id in self.adapter.visual_token_ids():
-                counts = [c + int(n) for c, n in zip(counts, (input_ids == token_id).sum(1).tolist(), strict=True)]
+            visual = torch.tensor(sorted(self.adapter.visual_token_ids()), device=input_ids.device)
+            counts = torch.isin(input_ids, visual).sum(1).tolist()
             record.update(before=counts, after=list(counts))
             kwargs.update({k: v for inputs in media.values() for k, v in inputs.items()})  # pixels go back in
             self.stats.append(record)
@@ -496,7 +492,8 @@ class Patch:
         if not media:
             return self._orig_generate(**kwargs)
         if self.compressor is None and self.adapter.encoder is None:  # LLM stage only: the prompt stays whole
-            self._generating = self._prepare(kwargs, media, generating=True) and self.stats[-1]
+            self._prepare(kwargs, media, generating=True)  # records the prompt's counts, puts the pixels back
+            self._generating = self.stats[-1]
             try:
                 return self._orig_generate(**kwargs)
             finally:

@@ -28,7 +28,7 @@ default dynamic one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -60,13 +60,12 @@ class Pruned:
 
 @dataclass
 class CallState:
-    """One forward call: its visual columns, padding, and what each stage kept."""
+    """One forward call: its visual columns, padding, and the last stage layer's scores."""
 
     visual: Tensor  # [B, L] visual token columns of the prompt
     padding: Tensor  # [B, L_total] the call's 2-D attention mask (1 valid)
     prefill: bool
     scores: Tensor | None = None  # [B, W] last-query attention at the current stage layer
-    after: dict[int, Pruned] = field(default_factory=dict)  # stage layer -> columns after it
 
 
 class LLMStage:
@@ -95,7 +94,7 @@ class LLMStage:
             )
         self.mask_format = impl
         self.state: CallState | None = None
-        self.prefill_cols: dict[int, Pruned] = {}  # kept columns of the prompt, kept for decoding
+        self.prefill_cols: dict[int, Pruned] = {}  # stage layer -> the prompt columns after it (prefill and decode)
         self.prompt_length = 0
         self.records: list[dict[str, Any]] = []
         self._pinned: list[Tensor] | None = None  # tests: force the kept visual columns of each stage
@@ -158,9 +157,9 @@ class LLMStage:
     # -- hooks ----------------------------------------------------------------------------------------
 
     def _current(self, layer: int) -> Pruned | None:
-        """Columns seen by ``layer`` at prefill (None: all)."""
-        done = [k for k in self.stage_layers if k < layer and k in self.state.after]
-        return self.state.after[done[-1]] if done else None
+        """The prompt columns ``layer`` sees (None: all): those after the last stage layer before it."""
+        done = [k for k in self.stage_layers if k < layer and k in self.prefill_cols]
+        return self.prefill_cols[done[-1]] if done else None
 
     def observe(self, layer: int, query: Tensor, key: Tensor, scaling: float) -> None:
         state = self.state
@@ -190,7 +189,6 @@ class LLMStage:
             pruned = self._select(layer, hidden)
             if pruned is None:
                 return None
-            state.after[layer] = pruned
             self.prefill_cols[layer] = pruned
             hidden = hidden.gather(1, pruned.positions[..., None].expand(-1, -1, hidden.shape[-1]))
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
@@ -267,10 +265,9 @@ class LLMStage:
                     seen.cols, seen.alive, seen.cols, kwargs["position_embeddings"][0]
                 )
                 return args, kwargs
-            done = [k for k in self.stage_layers if k < layer and k in self.prefill_cols]
-            if not done:
+            seen = self._current(layer)
+            if seen is None:
                 return None
-            seen = self.prefill_cols[done[-1]]
             hidden = args[0] if args else kwargs["hidden_states"]
             total = state.padding.shape[1]
             new = torch.arange(self.prompt_length, total, device=hidden.device).expand(seen.cols.shape[0], -1)
