@@ -84,6 +84,44 @@ def test_video_answers_follow_the_tracks(index):
         assert len(target) == 1 and target[0]["color"] == s.answer_text != target[0]["new_color"]
 
 
+def test_question_objects_by_hand():
+    objs = [shapes.Shape("circle", "red", 20, 50, 60), shapes.Shape("square", "blue", 20, 100, 60),
+            shapes.Shape("circle", "green", 20, 150, 60)]
+
+    def image(kind, question):
+        return shapes.Sample([np.zeros((4, 4, 3), np.uint8)], kind, question, ["x"], "x", [], [objs])
+
+    assert shapes.question_objects(image("count", "how many circle are there ?")) == [0, 2]
+    assert shapes.question_objects(image("color", "what colour is the square ?")) == [1]
+    assert shapes.question_objects(image("exists", "is there a blue circle ?")) == [0, 2]
+    assert shapes.question_objects(image("left_of", "which shape is left of the blue square ?")) == [1, 0]
+    assert shapes.question_objects(image("left_of", "which shape is left of the red square ?")) == []
+
+
+@pytest.mark.parametrize("index", range(16))
+def test_question_objects_hold_the_answer(index):
+    """The objects a question is about are enough to answer it (guidance for the tiny models' training)."""
+    s = make_image(11, index)
+    objs = [s.objects[0][i] for i in shapes.question_objects(s)]
+    words = s.question.split()
+    answered = {
+        "color": lambda: len(objs) == 1 and objs[0].color,
+        "count": lambda: str(len(objs)),
+        "exists": lambda: "yes" if any(o.color == words[3] for o in objs) else "no",
+        "left_of": lambda: objs[1].shape if len(objs) == 2 else None,
+    }[s.kind]()
+    assert answered == s.answer_text, (s.question, s.answer_text, objs)
+    v = make_video(11, index, frames=12)
+    tracks = [v.extra["tracks"][i] for i in shapes.question_objects(v)]
+    answered = {
+        "direction": lambda: len(tracks) == 1 and tracks[0]["motion"],
+        "first": lambda: len(tracks) == 1 and tracks[0]["shape"],
+        "entered": lambda: str(len(tracks)),
+        "start_color": lambda: len(tracks) == 1 and tracks[0]["color"],
+    }[v.kind]()
+    assert answered == v.answer_text, (v.question, v.answer_text, tracks)
+
+
 def test_answers_are_balanced():
     """The generator draws answers first: no answer dominates a question kind."""
     for kind, n_answers in [("color", 6), ("count", 4), ("exists", 2)]:
