@@ -74,6 +74,35 @@ def test_video_targets_follow_motion_and_start():
     assert (t["motion"] == direction).sum() > 0
 
 
+def test_guidance_loss_by_hand():
+    """Attention mass on the question's object, at the last prompt position, for the guided heads only."""
+    objs = [shapes.Shape("square", "red", 30, 40.0, 72.0), shapes.Shape("circle", "blue", 30, 150.0, 150.0)]
+    pixels, layout = shapes.render(objs, shapes.background(shapes.sample_rng(0, 0), 224))
+    sample = shapes.Sample([pixels], "color", "what colour is the square ?", ["red"], "red", [layout], [objs])
+    square_cells = [r * 14 + c for r in (3, 4, 5) for c in (1, 2, 3)]  # as in test_dense_targets_by_hand
+    visual_id, text_id = 7, 1
+    ids = torch.tensor([[text_id] * 2 + [visual_id] * 196 + [text_id] * 5])  # 3 prompt words, 2 target tokens
+    labels = torch.full_like(ids, tiny_train.IGNORE)
+    labels[0, -2:] = text_id
+    query = 2 + 196 + 3 - 1
+    attention = torch.zeros(1, 3, len(ids[0]), len(ids[0]))
+    attention[0, 0, query, : query + 1] = 1 / (query + 1)  # uniform over what the query sees
+    attention[0, 1, query, 2 + square_cells[4]] = 1.0  # all on one of the square's tokens
+    attention[0, 2, query, 0] = 1.0  # unguided head: ignored
+    batch = {"input_ids": ids, "labels": labels}
+    expected = [-np.log(9 / (query + 1) + 1e-4), -np.log(1 + 1e-4)]
+    loss = tiny_train.guidance_loss(attention, batch, [sample], torch.tensor([visual_id]), heads=2)
+    assert loss.item() == pytest.approx(np.mean(expected), rel=1e-5)
+    loss = tiny_train.guidance_loss(attention, batch, [sample], torch.tensor([visual_id]), heads=1)
+    assert loss.item() == pytest.approx(expected[0], rel=1e-5)
+    question = "which shape is left of the green star ?"  # no green star: nothing to look at
+    nothing = shapes.Sample([pixels], "left_of", question, ["x"], "x", [layout], [objs])
+    assert tiny_train.guidance_loss(attention, batch, [nothing], torch.tensor([visual_id]), heads=2).item() == 0
+    with pytest.raises(ValueError, match="visual tokens"):
+        tiny_train.guidance_loss(attention, {"input_ids": ids[:, 1:], "labels": labels[:, 1:]}, [sample],
+                                 torch.tensor([text_id]), heads=2)
+
+
 def test_training_resumes_where_it_stopped(tmp_path, monkeypatch):
     """A run killed mid-stage (twice) and resumed ends with the weights of one uninterrupted run."""
     plan = tiny_train.Plan(dense_steps=3, qa_steps=3, batch=2, save_every=1)

@@ -9,6 +9,11 @@ Plain end-to-end QA training from scratch is too slow on 2 CPU cores (a probe st
 2. **QA alignment** of projector and LM (vision frozen) on answer tokens only, with a curriculum: at
    most 3 objects first, full clutter later. Targets carry the open answer before the option letter
    (``"red A </s>"``), and half the prompts are open questions without options.
+3. **Attention guidance** during QA: the first heads of one LM layer are trained, at the last prompt
+   position, to put their attention on the visual tokens of the objects the question is about
+   (:func:`vtc.data.shapes.question_objects`). Without it the LM sat on a loss plateau for thousands of
+   steps, even when fed the generator's exact per-token facts instead of visual features: finding the
+   few relevant tokens among ~200 is what it failed to learn, not reading them.
 
 Answers are balanced by the generator (it draws the answer first). Everything is seeded; samples are a
 pure function of their index, so a resumed run sees exactly the samples it would have seen. A checkpoint
@@ -52,6 +57,10 @@ class Plan:
     video_every: int = 2  # qwen2_vl: every n-th batch is a video batch
     easy_fraction: float = 0.3  # QA curriculum: this share of the QA steps uses at most 3 objects
     save_every: int = 200
+    guide: float = 1.0  # weight of the attention guidance in the QA loss (0: off)
+    guide_layer: int = 1  # the LM layer whose first ``guide_heads`` heads are guided
+    guide_heads: int = 2
+    init: str | None = None  # start from these exported weights (a name or folder) instead of from scratch
 
 
 # ----------------------------------------------------------------------------------------------- targets
@@ -217,6 +226,30 @@ def qa_batch(processor: tiny.TinyProcessor, samples: list[shapes.Sample], rng: r
     return dict(batch)
 
 
+def guidance_loss(attention: Tensor, batch: dict, samples: list[shapes.Sample], visual_ids: Tensor,
+                  heads: int) -> Tensor:
+    """Attention guidance: ``-log`` of the attention mass the guided heads put on the question's objects.
+
+    ``attention`` is one layer's ``[B, H, T, T]`` map; the query is the last prompt position (the one that
+    predicts the first answer token), the keys are the visual tokens whose object is in
+    :func:`vtc.data.shapes.question_objects`. Samples with no such token are skipped; ``0`` if none is left.
+    """
+    visual = torch.isin(batch["input_ids"], visual_ids.to(batch["input_ids"].device))
+    losses = []
+    for i, sample in enumerate(samples):
+        owner = (video_targets(sample) if sample.is_video else image_targets(sample))["owner"]
+        relevant = torch.from_numpy(np.isin(owner, shapes.question_objects(sample)) & (owner >= 0))
+        columns = visual[i].nonzero().flatten()
+        if len(columns) != len(owner):
+            raise ValueError(f"sample {i}: {len(columns)} visual tokens, but {len(owner)} dense targets")
+        columns = columns[relevant.to(columns.device)]
+        if len(columns):
+            query = int((batch["labels"][i] != IGNORE).nonzero()[0]) - 1
+            mass = attention[i, :heads, query, columns].float().sum(-1)
+            losses.append(-torch.log(mass + 1e-4).mean())
+    return torch.stack(losses).mean() if losses else attention.new_zeros(()).float()
+
+
 # ----------------------------------------------------------------------------------------------- evaluation
 def choice_of(text: str, options: list[str], rule: str = "text") -> str:
     """The option a generated answer picks, as a letter (``""``: none).
@@ -290,7 +323,15 @@ def train(family: str, out: str | Path, plan: Plan | None = None, device: str = 
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = tiny.build_tokenizer()
     processor = tiny.TinyProcessor(tokenizer, family)
-    model = tiny.new_model(family, tokenizer).to(device)
+    model = tiny.new_model(family, tokenizer)
+    if plan.init:
+        from vtc.models.loading import load
+
+        model.load_state_dict(load(plan.init)[0].state_dict())
+    model = model.to(device)
+    if plan.guide:  # the guided layer's attention map is needed: sdpa does not return it
+        model.set_attn_implementation("eager")
+    visual_ids = torch.tensor([model.config.image_token_id, getattr(model.config, "video_token_id", -1)])
     text_dim = model.config.text_config.hidden_size
     heads = DenseHeads(text_dim, model.config.vision_config.hidden_size if family == "llava" else None).to(device)
     total = plan.dense_steps + plan.qa_steps
@@ -306,7 +347,7 @@ def train(family: str, out: str | Path, plan: Plan | None = None, device: str = 
     optimiser = None
     autocast = torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
     bar = tqdm(total=total, initial=state["step"], desc=f"train-tiny {family}")
-    running, t0 = [], time.time()
+    running, guides, t0 = [], [], time.time()
 
     def save() -> None:
         torch.save({"model": model.state_dict(), "heads": heads.state_dict(), "state": state,
@@ -350,20 +391,30 @@ def train(family: str, out: str | Path, plan: Plan | None = None, device: str = 
             samples = [draw(first + j, video, max_objects) for j in range(size)]
             model.train()
             with autocast:
-                loss = dense_loss(model, heads, processor, family, samples, device) if dense else model(
-                    **{k: v.to(device) for k, v in qa_batch(processor, samples, random.Random(step)).items()}
-                ).loss
+                if dense:
+                    loss = logged = dense_loss(model, heads, processor, family, samples, device)
+                else:
+                    batch = {k: v.to(device) for k, v in qa_batch(processor, samples, random.Random(step)).items()}
+                    result = model(**batch, output_attentions=bool(plan.guide))
+                    loss = logged = result.loss
+                    if plan.guide:
+                        guide = guidance_loss(result.attentions[plan.guide_layer], batch, samples, visual_ids,
+                                              plan.guide_heads)
+                        loss = loss + plan.guide * guide
+                        guides.append(float(guide.detach()))
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for g in optimiser.param_groups for p in g["params"]], 1.0)
             optimiser.step()
             optimiser.zero_grad(set_to_none=True)
-            running.append(float(loss.detach()))
+            running.append(float(logged.detach()))  # the QA loss alone: comparable with unguided runs
             state["step"] += 1
             bar.update(1)
             bar.set_postfix(stage="dense" if dense else "qa", loss=f"{np.mean(running[-20:]):.3f}")
             if state["step"] % 100 == 0:
                 state["history"].append({"step": state["step"], "stage": "dense" if dense else "qa",
                                          "loss": float(np.mean(running[-100:])), "seconds": time.time() - t0})
+                if not dense and guides:
+                    state["history"][-1]["guide"] = float(np.mean(guides[-100:]))
             if state["step"] % plan.save_every == 0 or state["step"] == plan.dense_steps:
                 save()
     finally:
