@@ -61,6 +61,7 @@ class Plan:
     guide_layer: int = 1  # the LM layer whose first ``guide_heads`` heads are guided
     guide_heads: int = 2
     init: str | None = None  # start from these exported weights (a name or folder) instead of from scratch
+    qa_vision: bool = False  # QA also trains the vision tower (else it stays as dense training left it)
 
 
 # ----------------------------------------------------------------------------------------------- targets
@@ -359,9 +360,9 @@ def train(family: str, out: str | Path, plan: Plan | None = None, device: str = 
         if dense:
             projector = model.model.multi_modal_projector.parameters() if family == "llava" else []
             params = [*vision.parameters(), *projector, *heads.parameters()]
-        else:  # QA: the vision tower stays as dense training left it; Qwen's merger is its projector
+        else:  # QA: the vision tower stays as dense training left it unless qa_vision; Qwen's merger is its projector
             for p in vision.parameters():
-                p.requires_grad_(False)
+                p.requires_grad_(plan.qa_vision)
             if family == "qwen2_vl":
                 for p in model.model.visual.merger.parameters():
                     p.requires_grad_(True)
