@@ -128,6 +128,22 @@ def test_training_resumes_where_it_stopped(tmp_path, monkeypatch):
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
 
 
+def test_training_continues_from_exported_weights(tmp_path):
+    """--init starts from exported weights (a QA step at learning rate 0 keeps them) and keeps their history."""
+    import json
+
+    from safetensors.torch import load_file
+
+    first = tiny_train.train("llava", tmp_path / "a", tiny_train.Plan(dense_steps=2, qa_steps=1, batch=2),
+                             log=lambda *_: None)
+    plan = tiny_train.Plan(dense_steps=0, qa_steps=1, batch=2, lr_qa=0.0, init=str(first))
+    second = tiny_train.train("llava", tmp_path / "b", plan, log=lambda *_: None)
+    a, b = load_file(first / "model.safetensors"), load_file(second / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history = json.loads((second / "training.json").read_text())
+    assert history["step"] == 1 and history["init_training"]["step"] == 3
+
+
 # ----------------------------------------------------------------------------------------------- shipped weights
 EMBEDDED = ["vtc-tiny-llava", "vtc-tiny-qwen2vl"]
 

@@ -436,6 +436,11 @@ def export(run: str | Path, family: str, plan: Plan | None = None) -> Path:
     model.save_pretrained(run / "final", safe_serialization=True)
     tiny.TinyProcessor(tokenizer, family).save_pretrained(run / "final")
     history = {"plan": asdict(plan) if plan else None, **saved["state"]}
+    if plan and plan.init:  # the run continued other weights: keep their history too
+        from vtc.models.loading import EMBEDDED
+
+        previous = EMBEDDED.get(plan.init, Path(plan.init)) / "training.json"
+        history["init_training"] = json.loads(previous.read_text()) if previous.exists() else None
     (run / "final" / "training.json").write_text(json.dumps(history, indent=1) + "\n")
     return run / "final"
 
