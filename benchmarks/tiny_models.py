@@ -3,6 +3,7 @@
     python benchmarks/tiny_models.py --n 400                 # both shipped models
     python benchmarks/tiny_models.py --model DIR --n 400     # a trained folder (train-tiny's DIR/final)
     python benchmarks/tiny_models.py --curve RUN_DIR/snaps   # accuracy of saved checkpoints (learning curve)
+    python benchmarks/tiny_models.py --guidance --n 64       # attention mass of the guided heads, by kind
 
 Rows: full visual tokens; two text-only controls: 0% of the visual tokens (the prompt has no image) and
 "objects removed" (the same prompt with an object-free background image);
@@ -89,11 +90,45 @@ def curve(folder: Path, n: int) -> list[dict]:
     return rows
 
 
+@torch.no_grad()
+def guidance(model, processor, n: int, plan: tiny_train.Plan | None = None) -> dict[str, float]:
+    """Mean attention mass that the guided heads put on the question's objects, per question kind.
+
+    The quantity the QA stage's attention guidance trains (``exp(-loss)`` per sample, before averaging):
+    1.0 means the answer position looks only at the objects the question is about.
+    """
+    import random
+
+    import numpy as np
+
+    plan = plan or tiny_train.Plan()
+    model.set_attn_implementation("eager")
+    visual_ids = torch.tensor([model.config.image_token_id, getattr(model.config, "video_token_id", -1)])
+    masses = defaultdict(list)
+    videos = [False, True] if processor.family == "qwen2_vl" else [False]
+    for video in videos:
+        samples = tiny_train.held_out(n, video=video)
+        for i in range(0, n, 16):
+            chunk = samples[i : i + 16]
+            batch = tiny_train.qa_batch(processor, chunk, random.Random(i))
+            attention = model(**batch, output_attentions=True).attentions[plan.guide_layer]
+            for j, sample in enumerate(chunk):
+                loss = tiny_train.guidance_loss(attention[j : j + 1], {k: v[j : j + 1] for k, v in batch.items()},
+                                                [sample], visual_ids, plan.guide_heads)
+                if tiny_train.shapes.question_objects(sample):
+                    masses[sample.kind].append(float(np.exp(-loss.item())))
+    model.set_attn_implementation("sdpa")
+    out = {kind: float(np.mean(v)) for kind, v in masses.items()}
+    print(" ".join(f"{k}={v:.2f}" for k, v in out.items()), flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", action="append", help="embedded name or folder (default: both shipped models)")
     parser.add_argument("--n", type=int, default=400, help="held-out samples per media type")
     parser.add_argument("--curve", type=Path, help="a folder of train-tiny checkpoints to evaluate instead")
+    parser.add_argument("--guidance", action="store_true", help="attention mass of the guided heads instead")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     if args.curve:
@@ -103,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.model or ["vtc-tiny-llava", "vtc-tiny-qwen2vl"]:
             print(f"== {name}")
             model, processor = load(name)
-            results[name] = evaluate(model, processor, args.n)
+            results[name] = guidance(model, processor, args.n) if args.guidance else evaluate(model, processor, args.n)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")
     return 0
