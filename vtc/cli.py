@@ -181,7 +181,7 @@ def train_tiny(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     given = {"dense_steps": args.dense_steps, "qa_steps": args.qa_steps, "batch": args.batch,
              "guide": args.guide, "easy_fraction": args.easy_fraction, "init": args.init,
-             "qa_vision": args.qa_vision}
+             "qa_vision": args.qa_vision, "lr_qa": args.lr_qa}
     plan = dataclasses.replace(Plan(), **{k: v for k, v in given.items() if v is not None})
     family = {"llava": "llava", "qwen2vl": "qwen2_vl"}[args.model]
     print(f"weights: {train(family, args.out, plan, device=args.device)}")
@@ -224,6 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tt.add_argument("--dense-steps", type=int, default=None)
     tt.add_argument("--qa-steps", type=int, default=None)
     tt.add_argument("--batch", type=int, default=None)
+    tt.add_argument("--lr-qa", type=float, default=None, help="peak learning rate of the QA stage")
     tt.add_argument("--guide", type=float, default=None, help="weight of the QA attention guidance (0: off)")
     tt.add_argument("--easy-fraction", type=float, default=None, help="share of QA steps with at most 3 objects")
     tt.add_argument("--qa-vision", action="store_true", default=None, help="QA also trains the vision tower")

@@ -384,10 +384,11 @@ def make_video(seed: int, index: int, *, size: int = 224, frames: int = 16, kind
 def question_objects(sample: Sample) -> list[int]:
     """Indices of the objects (the tracks, for a video) that a sample's question is about.
 
-    What a reader must look at to answer: ``color``, ``count`` and ``exists`` → every object of the named
-    shape; ``left_of`` → the reference object and every object left of it; ``direction`` → the named
-    track; ``first`` → the earliest track; ``entered`` → every track that starts after frame 0;
-    ``start_color`` → the track of the named shape. Used as attention guidance when training the tiny
+    What a reader must look at to answer: ``color`` and ``count`` → every object of the named shape;
+    ``exists`` → the objects of the named colour and shape (none when the answer is no); ``left_of`` →
+    the reference object and every object left of it; ``direction`` → the named track; ``first`` → the
+    earliest track; ``entered`` → every track that starts after frame 0; ``start_color`` → the track of
+    the named shape. Used as attention guidance when training the tiny
     models (:mod:`vtc.models.tiny_train`); the list is empty when nothing in the scene is relevant.
     """
     words = sample.question.split()
@@ -404,9 +405,11 @@ def question_objects(sample: Sample) -> list[int]:
             return [i for i, t in enumerate(tracks) if t["shape"] == words[4]]
         raise ValueError(f"kind: expected one of {VIDEO_KINDS}, got {sample.kind!r}")
     objects = sample.objects[0]
-    if sample.kind in ("color", "count", "exists"):  # ... the X ? / how many X are there ? / is there a C X ?
+    if sample.kind in ("color", "count"):  # what colour is the X ? / how many X are there ?
         shape = words[2] if sample.kind == "count" else words[-2]
         return [i for i, o in enumerate(objects) if o.shape == shape]
+    if sample.kind == "exists":  # is there a C X ?
+        return [i for i, o in enumerate(objects) if (o.color, o.shape) == (words[-3], words[-2])]
     if sample.kind == "left_of":  # which shape is left of the C X ?
         ref = [i for i, o in enumerate(objects) if (o.color, o.shape) == (words[-3], words[-2])]
         return ref + [i for i, o in enumerate(objects) if ref and o.x < objects[ref[0]].x]
