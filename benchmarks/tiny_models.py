@@ -103,7 +103,7 @@ def guidance(model, processor, n: int, plan: tiny_train.Plan | None = None) -> d
 
     plan = plan or tiny_train.Plan()
     model.set_attn_implementation("eager")
-    visual_ids = torch.tensor([model.config.image_token_id, getattr(model.config, "video_token_id", -1)])
+    visual_ids = tiny_train.visual_ids_of(model)
     masses = defaultdict(list)
     videos = [False, True] if processor.family == "qwen2_vl" else [False]
     for video in videos:

@@ -239,7 +239,7 @@ def guidance_loss(attention: Tensor, batch: dict, samples: list[shapes.Sample], 
     losses = []
     for i, sample in enumerate(samples):
         owner = (video_targets(sample) if sample.is_video else image_targets(sample))["owner"]
-        relevant = torch.from_numpy(np.isin(owner, shapes.question_objects(sample)) & (owner >= 0))
+        relevant = torch.from_numpy(np.isin(owner, shapes.question_objects(sample)))  # owner -1 never matches
         columns = visual[i].nonzero().flatten()
         if len(columns) != len(owner):
             raise ValueError(f"sample {i}: {len(columns)} visual tokens, but {len(owner)} dense targets")
@@ -249,6 +249,13 @@ def guidance_loss(attention: Tensor, batch: dict, samples: list[shapes.Sample], 
             mass = attention[i, :heads, query, columns].float().sum(-1)
             losses.append(-torch.log(mass + 1e-4).mean())
     return torch.stack(losses).mean() if losses else attention.new_zeros(()).float()
+
+
+def visual_ids_of(model: nn.Module) -> Tensor:
+    """The placeholder ids of every modality the model takes (its adapter's), for :func:`guidance_loss`."""
+    from vtc.models import adapter_for
+
+    return torch.tensor(sorted(adapter_for(model).visual_token_ids()))
 
 
 # ----------------------------------------------------------------------------------------------- evaluation
@@ -332,7 +339,7 @@ def train(family: str, out: str | Path, plan: Plan | None = None, device: str = 
     model = model.to(device)
     if plan.guide:  # the guided layer's attention map is needed: sdpa does not return it
         model.set_attn_implementation("eager")
-    visual_ids = torch.tensor([model.config.image_token_id, getattr(model.config, "video_token_id", -1)])
+    visual_ids = visual_ids_of(model)
     text_dim = model.config.text_config.hidden_size
     heads = DenseHeads(text_dim, model.config.vision_config.hidden_size if family == "llava" else None).to(device)
     total = plan.dense_steps + plan.qa_steps
