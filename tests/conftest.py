@@ -61,3 +61,9 @@ def attention_rows(compressor) -> int:
 @pytest.fixture(params=[m.name for m in vtc.list_methods() if m.stage != "encoder"])
 def method_name(request) -> str:
     return request.param
+
+
+def pytest_report_header() -> str:
+    import transformers
+
+    return f"transformers {transformers.__version__} ({transformers.__file__})"

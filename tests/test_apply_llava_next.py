@@ -161,7 +161,8 @@ def reference_items(ref, model_type, modality, ids, mask, media, compressor):
         videos = pixels.shape[0]
         values = pass_values(ref, eager_tower(ref, pixels.flatten(0, 1)), compressor)
         with torch.no_grad():
-            packed = ref.model.get_video_features(**media).pooler_output
+            # [videos, n, D]; before transformers 5.19 NeXT-Video gave a tuple of [frames, P', D] per video
+            packed = [v.reshape(-1, v.shape[-1]) for v in ref.model.get_video_features(**media).pooler_output]
         for v in range(videos):
             per_token = {}
             for name, val in values.items():

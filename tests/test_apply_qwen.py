@@ -16,6 +16,7 @@ import torch
 from tiny_qwen import IMAGE, VERSIONS, VIDEO, expand, pad, pixels, tiny_qwen, tokens_of, type_ids
 
 import vtc
+from vtc.models.calls import cache_name, cache_of
 
 IMAGE_GRIDS = [(1, 8, 8), (1, 8, 12), (1, 4, 4)]  # 16, 24 and 4 tokens
 VIDEO_GRID = (2, 8, 8)  # 2 frames of 16 tokens
@@ -377,7 +378,8 @@ def test_cache_continuation_uses_pruned_rope_deltas(version):
     with torch.no_grad(), vtc.apply(model, compressor):
         first = model(**inputs, use_cache=True)
         token = first.logits[:, -1:].argmax(-1)
-        second = model(input_ids=token, past_key_values=first.past_key_values, use_cache=True).logits[0, -1]
+        cache = {cache_name(model.forward): cache_of(first)}
+        second = model(input_ids=token, use_cache=True, **cache).logits[0, -1]
     built = hand_built(ref, inputs, owners, compressed)[0]
     top = int(built["positions"].max())
     assert model.model.rope_deltas.tolist() == [[top + 1 - len(built["embeds"])]]

@@ -8,6 +8,8 @@ positions), and cached decoding against no-cache forwards on the same kept colum
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from tiny_models import CLIP, IMAGE_TOKEN, TEXT_SIZES, left_pad, prompt
@@ -15,6 +17,7 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 import vtc
 from vtc.core.types import Compressed
+from vtc.models.calls import CACHE_NAMES, cache_of
 
 TOKENS = 64
 DEPTH = 4
@@ -174,6 +177,43 @@ def test_generate_with_cache_equals_no_cache_reference(pixels, attn, method, kwa
     width = inputs["input_ids"].shape[1]
     assert torch.equal(out[:, :width], inputs["input_ids"])
     assert torch.equal(out[:, width:], want)
+
+
+def takes_cache_as(model, name: str) -> None:
+    """Skip unless this transformers release takes the KV cache as ``name`` (``cache`` from 5.24; the
+    deprecated ``past_key_values`` is still accepted there)."""
+    if name not in inspect.signature(model.forward).parameters and name == "cache":
+        pytest.skip("this transformers release has no cache= argument (added in 5.24)")
+
+
+@pytest.mark.parametrize("name", CACHE_NAMES)
+def test_decode_steps_take_the_cache_under_either_name(pixels, name):
+    """A hand-run cached decode, the cache passed as ``name``, continues the pruned prefill as generate does."""
+    model = llava()
+    takes_cache_as(model, name)
+    inputs = single(pixels)
+    width = inputs["input_ids"].shape[1]
+    with torch.no_grad(), vtc.apply(model, "fastv", ratio=0.5, layer=1):
+        want = model.generate(**inputs, max_new_tokens=3, do_sample=False)[:, width:]
+        out = model(**inputs, use_cache=True)
+        mask, tokens = inputs["attention_mask"], []
+        for _ in range(3):
+            token = out.logits[:, -1:].argmax(-1)
+            tokens.append(token)
+            mask = torch.cat([mask, torch.ones_like(token)], 1)
+            out = model(input_ids=token, attention_mask=mask, use_cache=True, **{name: cache_of(out)})
+    assert torch.equal(torch.cat(tokens, 1), want)
+
+
+@pytest.mark.parametrize("name", CACHE_NAMES)
+def test_pixels_with_a_filled_cache_are_refused_under_either_name(pixels, name):
+    model = llava()
+    takes_cache_as(model, name)
+    inputs = single(pixels)
+    with torch.no_grad(), vtc.apply(model, "divprune", ratio=0.5):
+        cache = cache_of(model(**inputs, use_cache=True))
+        with pytest.raises(ValueError, match="only accepted at prefill"):
+            model(**inputs, **{name: cache})
 
 
 def model_layers(method: str, kwargs: dict) -> tuple[int, ...]:

@@ -6,7 +6,11 @@ c = vtc.build("divprune", ratio=0.1)
 out = c(vtc.VisualTokens(features))
 """
 
-from vtc.core import (
+from vtc.models.environment import check_torchvision
+
+check_torchvision()  # a broken torchvision breaks transformers: say so in one line, before anything else
+
+from vtc.core import (  # noqa: E402
     Budget,
     Compressed,
     MethodInfo,
@@ -18,7 +22,7 @@ from vtc.core import (
     list_methods,
     register,
 )
-from vtc.models.vit import patch_vit
+from vtc.models.vit import patch_vit  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from vtc.core.registry import Compressor, list_methods
 from vtc.core.types import Compressed, VisualTokens
+from vtc.models.calls import cached_length
 
 
 @dataclass
@@ -392,8 +393,8 @@ class Patch:
             raise ValueError(
                 "inputs_embeds: pass input_ids, not inputs_embeds, with pixel inputs to a vtc-patched model"
             )
-        if kwargs.get("past_key_values") is not None and kwargs["past_key_values"].get_seq_length() > 0:
-            raise ValueError("past_key_values: pixel inputs are only accepted at prefill (an empty cache)")
+        if cached_length(kwargs) > 0:
+            raise ValueError("cache: pixel inputs are only accepted at prefill (an empty KV cache)")
         record = self._record()
         if self.compressor is None and self.adapter.encoder is None:  # LLM stage only: the prompt stays whole
             visual = torch.tensor(sorted(self.adapter.visual_token_ids()), device=input_ids.device)

@@ -350,7 +350,8 @@ class LlavaNextAdapter(LlavaAdapter):
         videos, frames = pixels.shape[:2]
         with self._probe(plan) as probe:
             out = base.get_video_features(**self._call_args(base.get_video_features, inputs))
-        packed = list(out.pooler_output)  # per video [n, D]
+        # per video [n, D]; transformers < 5.19 splits NeXT-Video's features per video as [frames, P', D]
+        packed = [item.reshape(-1, item.shape[-1]) for item in out.pooler_output]
         device = packed[0].device
         side = self.grid_side()
         values = self._pass_values(probe, plan, videos * frames, side * side, device)

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from vtc.core.registry import Compressor
 from vtc.core.types import VisualTokens
 from vtc.models.attention import observe_attention
+from vtc.models.calls import cache_of
 
 MASK_FORMATS = ("sdpa", "eager")
 
@@ -118,7 +119,7 @@ class LLMStage:
         continues the last prefill, anything else leaves the model alone."""
         self.state = None
         input_ids = call.get("input_ids")
-        cache = call.get("past_key_values")
+        cache = cache_of(call)
         past = cache.get_seq_length() if cache is not None else 0
         mask = call.get("attention_mask")
         if past == 0:
@@ -144,7 +145,7 @@ class LLMStage:
             return
         if type(cache).__name__ != "DynamicCache":
             raise ValueError(
-                f"past_key_values: the LLM stage needs the default DynamicCache, got {type(cache).__name__}"
+                f"cache: the LLM stage needs the default DynamicCache, got {type(cache).__name__}"
             )
         batch = next(iter(self.prefill_cols.values())).cols.shape[0]
         width = call["input_ids"].shape[1] if call.get("input_ids") is not None else call["inputs_embeds"].shape[1]
