@@ -20,9 +20,9 @@ import time
 import torch
 
 import vtc
-from vtc.models import tiny
 from vtc.models.loading import load
-from vtc.models.tiny_train import choice_of, held_out
+from vtc.tiny import model as tiny
+from vtc.tiny.train import choice_of, held_out
 
 SETTINGS = {
     "vtc-tiny-llava": [

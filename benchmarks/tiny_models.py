@@ -11,7 +11,7 @@ Rows: full visual tokens; two text-only controls: 0% of the visual tokens (the p
 Qwen, whose ViT has no [CLS], VisionZip scores by attention received: ``cls_substitute="received"``). The
 answers are scored with the tiny models' rule (the option text named first, else the letter; row "full,
 letter rule" scores the letter only, as ``vtc eval`` does). The held-out samples come from seed 1001
-(``vtc.models.tiny_train.EVAL_SEED``); training draws from seed 0.
+(``vtc.tiny.train.EVAL_SEED``); training draws from seed 0.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import torch
 
 import vtc
 from vtc.core.registry import get_info
-from vtc.models import tiny_train
 from vtc.models.loading import load
+from vtc.tiny import train as tiny_train
 
 SETTINGS = [("full", None), ("full, letter rule", "letter"), ("0% tokens", "blind"), ("objects removed", "blank"),
             ("random 5%", ("random", 0.05)),

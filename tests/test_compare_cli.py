@@ -53,7 +53,7 @@ def saved_video_model(tmp_path_factory):
     """A random-init model in the embedded vtc-tiny-qwen2vl layout, saved with its processor, and a clip."""
     pytest.importorskip("av")
     from vtc.data.shapes import make_video, write_video
-    from vtc.models.tiny import TinyProcessor, build_tokenizer, new_model
+    from vtc.tiny.model import TinyProcessor, build_tokenizer, new_model
 
     folder = tmp_path_factory.mktemp("tiny-qwen2vl")
     tokenizer = build_tokenizer()

@@ -35,7 +35,7 @@ pytestmark = [
 def tiny(tmp_path_factory):
     """``(folder, model, processor)``: a random-init tiny Qwen2-VL saved and loaded like an embedded model."""
     from vtc.models.loading import load
-    from vtc.models.tiny import TinyProcessor, build_tokenizer, new_model
+    from vtc.tiny.model import TinyProcessor, build_tokenizer, new_model
 
     folder = tmp_path_factory.mktemp("tiny-qwen2vl")
     tokenizer = build_tokenizer()

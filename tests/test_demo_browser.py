@@ -60,7 +60,7 @@ def served(tmp_path_factory):
     """The demo on a free local port, with a random-init tiny Qwen2-VL in the embedded layout."""
     pytest.importorskip("gradio", reason="the demo needs gradio: pip install 'vtc[demo]'")
     from vtc.demo import app
-    from vtc.models.tiny import TinyProcessor, build_tokenizer, new_model
+    from vtc.tiny.model import TinyProcessor, build_tokenizer, new_model
 
     folder = tmp_path_factory.mktemp("tiny-qwen2vl")
     tokenizer = build_tokenizer()

@@ -38,7 +38,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def save_model(folder: Path, family: str) -> str:
-    from vtc.models.tiny import TinyProcessor, build_tokenizer, new_model
+    from vtc.tiny.model import TinyProcessor, build_tokenizer, new_model
 
     tokenizer = build_tokenizer()
     new_model(family, tokenizer).save_pretrained(folder)

@@ -8,8 +8,9 @@ import torch
 
 import vtc
 from vtc.data import shapes
-from vtc.models import tiny, tiny_train
 from vtc.models.loading import load
+from vtc.tiny import model as tiny
+from vtc.tiny import train as tiny_train
 
 
 @pytest.fixture(scope="module")

@@ -175,7 +175,7 @@ def train_tiny(args: argparse.Namespace) -> None:
 
     import torch
 
-    from vtc.models.tiny_train import Plan, train
+    from vtc.tiny.train import Plan, train
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,7 +15,7 @@ Video questions: ``direction`` (which way the C X moved), ``first`` (which shape
 the start; it changes colour midway).
 
 Besides the pixels, each sample carries the generator's knowledge as dense targets (``layout``): the
-object under every pixel and each object's attributes. The tiny models of :mod:`vtc.models.tiny` are
+object under every pixel and each object's attributes. The tiny models of :mod:`vtc.tiny.model` are
 pre-trained on those.
 
 On disk (``write_split``): ``DIR/media/*.png|*.mp4`` and ``DIR/annotations.jsonl``, one JSON object per
@@ -389,7 +389,7 @@ def question_objects(sample: Sample) -> list[int]:
     the reference object and every object left of it; ``direction`` → the named track; ``first`` → the
     earliest track; ``entered`` → every track that starts after frame 0; ``start_color`` → the track of
     the named shape. Used as attention guidance when training the tiny
-    models (:mod:`vtc.models.tiny_train`); the list is empty when nothing in the scene is relevant.
+    models (:mod:`vtc.tiny.train`); the list is empty when nothing in the scene is relevant.
     """
     words = sample.question.split()
     if sample.is_video:

@@ -9,8 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-WEIGHTS = Path(__file__).parent / "weights"
-EMBEDDED: dict[str, Path] = {name: WEIGHTS / name for name in ("vtc-tiny-llava", "vtc-tiny-qwen2vl")}
+from vtc.tiny.model import EMBEDDED
 
 
 def load(name_or_path: str, *, dtype: Any = None, device: str = "cpu", trust_remote_code: bool = False) -> tuple:
@@ -23,7 +22,7 @@ def load(name_or_path: str, *, dtype: Any = None, device: str = "cpu", trust_rem
             source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
         )
         if (Path(source) / "vtc_processor.json").exists():
-            from vtc.models.tiny import TinyProcessor
+            from vtc.tiny.model import TinyProcessor
 
             processor = TinyProcessor.from_pretrained(source)
         else:

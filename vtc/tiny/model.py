@@ -30,6 +30,9 @@ from PIL import Image
 
 from vtc.data import shapes
 
+WEIGHTS = Path(__file__).parent / "weights"
+EMBEDDED: dict[str, Path] = {name: WEIGHTS / name for name in ("vtc-tiny-llava", "vtc-tiny-qwen2vl")}
+
 FAMILIES = ("llava", "qwen2_vl")
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "<video>", "<|vision_start|>", "<|vision_end|>"]
 MEAN = np.array([0.48145466, 0.4578275, 0.40821073], dtype=np.float32)

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from vtc.data import shapes
 from vtc.eval.answers import extract_letter
-from vtc.models import tiny
+from vtc.tiny import model as tiny
 
 TRAIN_SEED = 0  # the training stream; held-out evaluation uses seeds >= 1000
 EVAL_SEED = 1001
