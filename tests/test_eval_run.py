@@ -26,13 +26,15 @@ from vtc.eval.runner import VOLATILE
 
 pytest.importorskip("av")
 
-TESTS = Path(__file__).parent
-ENTRY = f"""
-import sys
-sys.path.insert(0, {str(TESTS)!r})
-import torchvision_shim
-torchvision_shim.install()
+ENTRY = """
+import os, sys, time
+from vtc.eval import store
 from vtc.eval.cli import main
+
+delay = float(os.environ.get("VTC_TEST_LINE_DELAY", "0"))
+if delay:  # a window to kill the run in: each line waits before it is written
+    write = store.LineWriter.write
+    store.LineWriter.write = lambda self, record: (time.sleep(delay), write(self, record))[1]
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -114,9 +116,28 @@ def test_output_files_and_error_lines(setup, capsys):
         assert (out / "accuracy_vs_tokens.png").exists() and (out / "latency_vs_tokens.png").exists()
 
     before = (out / "samples.jsonl").read_bytes()
+    capsys.readouterr()
     assert main([*setup["args"], "--out", str(out)]) == 0  # the same command again: nothing left to run
     assert (out / "samples.jsonl").read_bytes() == before
-    capsys.readouterr()
+    assert "resuming the run in" in capsys.readouterr().err and "18 of its 18 (model, sample, method) lines" in err_of(
+        capsys, setup, out)
+
+
+def err_of(capsys, setup, out) -> str:
+    """stderr of one more resumed run on ``out``."""
+    main([*setup["args"], "--out", str(out)])
+    return capsys.readouterr().err
+
+
+def test_a_second_run_on_the_same_out_stops_at_once(setup, capsys, tmp_path):
+    from vtc.eval.lock import OutLock
+
+    out = tmp_path / "busy"
+    with OutLock(out):
+        assert main([*setup["args"], "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"is in use by another vtc eval (PID {os.getpid()} on " in err and ", started 20" in err
+    assert not (out / "samples.jsonl").exists() and not (out / "run.json").exists()
 
 
 def test_resume_refuses_other_settings(setup, capsys):
@@ -127,11 +148,12 @@ def test_resume_refuses_other_settings(setup, capsys):
 
 def test_resume_after_sigkill_equals_an_uninterrupted_run(setup, tmp_path):
     out = tmp_path / "killed"
-    cmd = [sys.executable, str(setup["entry"]), *setup["args"], "--out", str(out), "--throttle", "0.25"]
+    cmd = [sys.executable, str(setup["entry"]), *setup["args"], "--out", str(out)]
     kill_at = random.Random().randint(1, 17)  # a random point; printed on failure
     log = tmp_path / "stderr.txt"
     with open(log, "wb") as err:  # a file, not a pipe: a full pipe would stall the run
-        proc = subprocess.Popen(cmd, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, env={**subprocess_env(), "VTC_TEST_LINE_DELAY": "0.25"}, stdout=subprocess.DEVNULL,
+                                stderr=err)
     path = out / "samples.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:

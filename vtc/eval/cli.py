@@ -34,6 +34,7 @@ from pathlib import Path
 from vtc.eval import dist as dist_mod
 from vtc.eval.data import FORMATS, Item, builtin_dataset, builtin_items, load_items
 from vtc.eval.grid import MethodSpec, build_grid
+from vtc.eval.lock import OutLock, describe_holder
 from vtc.eval.runner import Settings, line_key, pending
 from vtc.eval.store import SAMPLES, LineWriter, done_keys, merge, read_all, shard_path, write_atomic
 
@@ -74,7 +75,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="built-in benchmark: data seed (default: the test split's)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--throttle", type=float, default=0.0, help=argparse.SUPPRESS)
     return p
 
 
@@ -225,20 +225,57 @@ def text_summary(results: dict, out: Path) -> str:
     return format_table(rows, header) + tail
 
 
+def lock_out(out: Path, dist: dist_mod.Dist) -> OutLock:
+    """Rank 0 takes the lock on ``out`` for the whole job; every rank stops if it cannot (:mod:`vtc.eval.lock`)."""
+    lock, problem = OutLock(out), None
+    if dist.main:
+        try:
+            lock.acquire()
+        except ValueError as err:
+            problem = str(err)
+    problem = dist_mod.broadcast(dist, problem)
+    if problem is not None:
+        raise ValueError(problem)
+    if lock.stale is not None:
+        print(f"vtc eval: {out} was left locked by a run that did not finish ({describe_holder(lock.stale)}); "
+              "taking it over", file=sys.stderr)
+    return lock
+
+
+def say_resumed(out: Path, items: list[Item], grid: list[MethodSpec], models: list[str]) -> None:
+    """Tell the user when ``out`` already holds lines of this command's (model, sample, method) pairs."""
+    done = done_keys(out)
+    wanted = {line_key(m, it, s.label) for m in models for it in items for s in grid}
+    found = len(done & wanted)
+    if found:
+        print(f"vtc eval: resuming the run in {out}: {found} of its {len(wanted)} (model, sample, method) lines "
+              "are already there; computing the rest", file=sys.stderr)
+
+
 def run(args: argparse.Namespace, dist: dist_mod.Dist) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    lock = lock_out(out, dist)  # held by rank 0 only
+    try:
+        return run_locked(args, out, dist)
+    finally:
+        lock.release()
+
+
+def run_locked(args: argparse.Namespace, out: Path, dist: dist_mod.Dist) -> int:
     if args.batch_size < 1 or args.frames < 1 or args.max_new_tokens < 1:
         raise ValueError("--batch-size, --frames and --max-new-tokens must be at least 1")
     grid = build_grid(args.methods, parse_ratios(args.ratios), None if args.data else BUILTIN_KWARGS)
     settings = Settings(frames=args.frames, fps=args.fps, max_frames=args.max_frames, video_backend=args.video_backend,
-                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, throttle_s=args.throttle)
+                        max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     models = list(dict.fromkeys(args.model or DEFAULT_MODELS))
     check_models(models)
     items = load_data(args, out, dist)
     if not items:
         raise ValueError("data: no samples to evaluate")
     check_run_file(out, settings, dist)
+    if dist.main:
+        say_resumed(out, items, grid, models)
     kinds = run_models(args, out, items, grid, settings, dist, models)
     dist_mod.barrier(dist)
     if dist.main:

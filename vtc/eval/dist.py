@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,17 @@ def barrier(dist: Dist) -> None:
         import torch.distributed as td
 
         td.barrier()
+
+
+def broadcast(dist: Dist, value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a picklable object)."""
+    if dist.world_size == 1:
+        return value
+    import torch.distributed as td
+
+    box = [value]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def finish(dist: Dist) -> None:

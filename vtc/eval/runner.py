@@ -69,7 +69,6 @@ class Settings:
     video_backend: str = "auto"
     max_new_tokens: int = 16
     batch_size: int = 4
-    throttle_s: float = 0.0  # sleep after each line (tests: a window to kill the run in)
 
     def fingerprint(self) -> dict:
         """The settings that change results: a resumed run must use the same ones."""
@@ -251,8 +250,6 @@ def evaluate(runner: ModelRunner, items: list[Item], grid: list[MethodSpec], don
         done.add(line["key"])
         if progress is not None:
             progress.update(1)
-        if settings.throttle_s:
-            time.sleep(settings.throttle_s)
 
     for chunk in chunks(items, settings.batch_size):
         todo = [s for s in grid if any(line_key(model, it, s.label) not in done for it in chunk)]
