@@ -17,7 +17,8 @@ from vtc.eval.lock import LOCK_NAME, OutLock
 def test_a_second_lock_names_the_holder_and_a_released_lock_is_free(tmp_path):
     with OutLock(tmp_path) as first:
         assert first.stale is None
-        with pytest.raises(ValueError, match=rf"in use by another vtc eval \(PID {os.getpid()} on .+, started 2\d{{3}}-"):
+        holder = rf"in use by another vtc eval \(PID {os.getpid()} on .+, started 2\d{{3}}-"
+        with pytest.raises(ValueError, match=holder):
             OutLock(tmp_path).acquire()
     with OutLock(tmp_path) as again:  # a clean release leaves no holder to report
         assert again.stale is None
