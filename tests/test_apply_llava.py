@@ -40,8 +40,8 @@ def reference_tokens(ref, pixel_values, ids, mask, compressor) -> vtc.VisualToke
     info = compressor.info
     wanted = set(info.signals) | set(info.optional_signals)
     if "cls_attn" in wanted:
-        maps = [out.attentions[layer].mean(1) for layer in compressor.config.layers]  # [M, S, S] per layer
-        if getattr(compressor.config, "attention", "cls") == "received":
+        maps = [out.attentions[layer].mean(1) for layer in compressor.encoder_layers]  # [M, S, S] per layer
+        if compressor.attention_mode == "received":
             rows = [m.mean(1)[:, 1:] for m in maps]
         else:
             rows = [m[:, 0, 1:] for m in maps]
@@ -226,10 +226,10 @@ def test_errors(pixels):
         short = torch.tensor([prompt(1, TOKENS - 3, [1], [2])])
         with pytest.raises(ValueError, match=r"placeholder tokens \(id 100\)"):
             model(input_ids=short, pixel_values=pixels[:1])
-    with vtc.apply(model, "hiprune", ratio=0.5, layers=(8, -2)):
-        ids = torch.tensor([prompt(1, TOKENS, [1], [2])])
-        with pytest.raises(ValueError, match=r"layers of hiprune: expected an encoder layer index in \[-3, 3\), got 8"):
-            model(input_ids=ids, pixel_values=pixels[:1])
+    # refused at apply, before any forward: the tower has 3 blocks
+    with pytest.raises(ValueError, match=r"hiprune: reads encoder layer\(s\) \[8\], but the llava vision tower has 3"):
+        vtc.apply(model, "hiprune", ratio=0.5, layers=(8, -2))
+    assert getattr(model, "_vtc_patch", None) is None
 
 
 def test_cls_signal_matches_eager_attention(pixels):

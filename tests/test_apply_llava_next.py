@@ -97,9 +97,9 @@ def pass_values(ref, out, compressor):
     wanted = set(compressor.info.signals) | set(compressor.info.optional_signals)
     if "cls_attn" in wanted:
         has_cls = cfg.vision_config.model_type == "clip_vision_model"
-        mode = getattr(compressor.config, "attention", "cls") if has_cls else "received"
+        mode = compressor.attention_mode if has_cls else "received"
         rows = []
-        for i in compressor.config.layers:
+        for i in compressor.encoder_layers:
             maps = out.attentions[i].mean(1)  # [passes, S, S], heads averaged
             row = (maps[:, 0] if mode == "cls" else maps.mean(1))[:, drop:]
             rows.append(row / row.mean(-1, keepdim=True))  # mean-normalised per pass
@@ -461,18 +461,17 @@ def test_errors():
             model(input_ids=short, attention_mask=mask, **media)
         with pytest.raises(ValueError, match=r"image_sizes: llava_next needs it with pixel_values"):
             model(input_ids=ids, attention_mask=mask, pixel_values=media["pixel_values"])
-    with vtc.apply(model, "hiprune", ratio=0.5, layers=(8, -2)):
-        with pytest.raises(ValueError, match=r"layers of hiprune: expected an encoder layer index in \[-3, 3\), got 8"):
-            model(input_ids=ids, attention_mask=mask, **media)
+    with pytest.raises(ValueError, match=r"hiprune: reads encoder layer\(s\) \[8\], but the llava_next vision tower"):
+        vtc.apply(model, "hiprune", ratio=0.5, layers=(8, -2))  # refused before any forward
 
 
 @pytest.mark.parametrize("method", ["visionzip", "cls_attention", "prumerge"])
 def test_siglip_without_cls_needs_a_substitute(method):
     model = tiny("llava_onevision")
     ids, mask, media = image_batch()
-    with vtc.apply(model, method, ratio=0.5):
-        with pytest.raises(ValueError, match=rf"^{method}: needs \[CLS\] attention .* no \[CLS\] token") as err:
-            model(input_ids=ids, attention_mask=mask, **media)
+    with pytest.raises(ValueError, match=rf"^{method}: needs \[CLS\] attention .* no \[CLS\] token") as err:
+        vtc.apply(model, method, ratio=0.5)  # refused before any forward
+    assert getattr(model, "_vtc_patch", None) is None
     message = str(err.value)
     assert "cls_substitute='received'" in message
     assert "divprune" in message and "hiprune (attention='received')" in message

@@ -29,11 +29,11 @@ def test_compare_prints_tokens_time_and_answer(saved, capsys):
     argv = ["compare", str(image), "--question", "w1 w2 w3", "--methods", "divprune,pool:0.25,prumerge:adaptive"]
     assert main([*argv, "--ratio", "0.1", "--model", str(folder), "--max-new-tokens", "3"]) == 0
     rows = table_rows(capsys.readouterr().out)
-    assert list(rows) == ["none", "divprune", "pool", "prumerge"]
+    assert list(rows) == ["none", "divprune:0.1", "pool:0.25", "prumerge:adaptive"]
     assert rows["none"][1].strip() == "64 -> 64"
-    assert rows["divprune"][1].strip() == "64 -> 6"
-    assert rows["pool"][1].strip() == "64 -> 16"
-    kept = int(rows["prumerge"][1].split("->")[1])
+    assert rows["divprune:0.1"][1].strip() == "64 -> 6"
+    assert rows["pool:0.25"][1].strip() == "64 -> 16"
+    kept = int(rows["prumerge:adaptive"][1].split("->")[1])
     assert 1 <= kept < 64
     assert all(float(r[2]) > 0 for r in rows.values())
 
@@ -46,6 +46,27 @@ def test_compare_errors(saved, capsys):
     assert "image: no such file" in capsys.readouterr().err
     assert main(["compare", str(image), "--question", "q", "--methods", "pool", "--model", str(folder / "none")]) == 2
     assert "model: could not load" in capsys.readouterr().err
+
+
+def test_compare_checks_every_method_on_the_model_before_running(saved, capsys, monkeypatch):
+    """One line per method that cannot run on this model (a 3-block tower, a 2-layer LLM); nothing runs."""
+    from vtc.models import run as run_module
+
+    folder, image = saved
+    ran = []
+    monkeypatch.setattr(run_module, "run", lambda *a, **k: ran.append(a))
+    methods = "divprune,hiprune,pyramiddrop:count=8,nope:0.1"
+    argv = ["compare", str(image), "--question", "q", "--methods", methods, "--model", str(folder)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "nope:0.1: unknown method 'nope'" in err and "hiprune:" not in err  # names first, before loading
+    assert main([*argv[:5], "divprune,hiprune,pyramiddrop:count=8", *argv[6:]]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert "vtc: error: nothing was run:" in err
+    assert any("hiprune:0.25: hiprune: reads encoder layer(s) [8], but the llava vision tower has 3" in e for e in err)
+    assert any("pyramiddrop:count=8: pyramiddrop: layer(s) (8, 16, 24) must leave a decoder layer" in e for e in err)
+    assert any("pyramiddrop:count=8: pyramiddrop: inside the LLM its budget is a ratio" in e for e in err)
+    assert not any("divprune" in e for e in err) and ran == []
 
 
 @pytest.fixture(scope="module")
@@ -69,17 +90,17 @@ def test_compare_on_a_video(saved_video_model, capsys):
     argv = ["compare", str(clip), "--question", "how many shapes entered ?", "--methods", "divprune,pool:0.25"]
     assert main([*argv, "--ratio", "0.1", "--model", str(folder), "--max-new-tokens", "2", "--frames", "8"]) == 0
     rows = table_rows(capsys.readouterr().out)
-    assert list(rows) == ["none", "divprune", "pool"]
+    assert list(rows) == ["none", "divprune:0.1", "pool:0.25"]
     # 8 frames at 112 px: 4 temporal patches x 7 x 7 tokens
     assert rows["none"][1].strip() == "196 -> 196"
-    assert rows["divprune"][1].strip() == "196 -> 20"
+    assert rows["divprune:0.1"][1].strip() == "196 -> 20"
     # pool picks the grid closest to the budget; the method on bare tokens of the same grid says which
     import torch
 
     import vtc
 
     tokens = vtc.VisualTokens(torch.randn(1, 196, 8), grid=torch.tensor([[4, 7, 7]]))
-    assert rows["pool"][1].strip() == f"196 -> {vtc.build('pool', ratio=0.25)(tokens).features.shape[1]}"
+    assert rows["pool:0.25"][1].strip() == f"196 -> {vtc.build('pool', ratio=0.25)(tokens).features.shape[1]}"
 
 
 def test_compare_rejects_bad_videos(saved, saved_video_model, tmp_path, capsys):

@@ -14,7 +14,7 @@ import sys
 import pytest
 from PIL import Image
 
-from vtc import cli
+from vtc.data import image as image_module
 from vtc.demo import app
 from vtc.demo.overlay import (
     DIM_ALPHA,
@@ -138,7 +138,7 @@ def test_media_limits_and_errors(tmp_path, monkeypatch):
     big = tmp_path / "big.png"
     Image.new("RGB", (40, 30)).save(big)
     assert app.load_media(big).kind == "image"
-    monkeypatch.setattr(cli, "MAX_IMAGE_PIXELS", 1000)  # the limit shared with vtc compare and vtc eval
+    monkeypatch.setattr(image_module, "MAX_IMAGE_PIXELS", 1000)  # the limit shared with vtc compare and vtc eval
     with pytest.raises(ValueError, match="40x30 pixels, over the 20 MP limit"):
         app.load_media(big)
     clip = app.example_path("clip-direction")
@@ -192,18 +192,39 @@ def test_comparison_on_an_image(tiny):
     assert f"(chose {prumerge.after})" in app.column_markdown(prumerge)
 
 
-def test_one_failing_method_stays_in_its_column(tiny):
+def test_methods_that_cannot_run_stop_everything_with_one_line_each(tiny, monkeypatch):
     _, model, processor = tiny
     media = app.resolve_media(None, "scene-left-of")
-    specs = [app.MethodSpec("nope", {}, {"ratio": 0.5}), app.MethodSpec("divprune", {"bogus": 1}, {"ratio": 0.5}),
-             app.MethodSpec("divprune", {}, {"count": 10})]
+    ran = []
+    monkeypatch.setattr(app, "run_method", lambda *a, **k: ran.append(a))
+    specs = [app.MethodSpec("nope", {"ratio": 0.5}), app.MethodSpec("divprune", {"ratio": 0.5}, {"bogus": 1}),
+             app.MethodSpec("hiprune", {"ratio": 0.5}), app.MethodSpec("divprune", {"count": 10})]
+    with pytest.raises(ValueError, match="cannot run") as err:
+        app.run_comparison(model, processor, media, "which shape is left of the yellow diamond ?", specs, 2)
+    message = str(err.value)
+    assert "nope:0.5: unknown method 'nope'" in message and "unknown argument(s) bogus" in message
+    assert "hiprune:0.5: hiprune: reads encoder layer(s) [8]" in message and "divprune:count=10" not in message
+    assert ran == []
+
+
+def test_one_failing_method_stays_in_its_column(tiny, monkeypatch):
+    """A method that fails while it runs shows its error in its own column; the others still run."""
+    from vtc.methods.random import Random
+
+    _, model, processor = tiny
+    media = app.resolve_media(None, "scene-left-of")
+
+    def explode(self, sample, budget):
+        raise RuntimeError("selection failed")
+
+    monkeypatch.setattr(Random, "select", explode)
+    specs = [app.MethodSpec("random", {"ratio": 0.5}), app.MethodSpec("divprune", {"count": 10})]
     results = app.run_comparison(model, processor, media, "which shape is left of the yellow diamond ?", specs, 2)
-    assert "unknown method 'nope'" in results[1].error
-    assert "unknown argument(s) bogus" in results[2].error
+    assert results[1].error == "RuntimeError: selection failed"
     assert results[1].overlays == [] and results[1].after is None
-    assert (results[3].error, results[3].after) == (None, 10)
+    assert (results[2].error, results[2].after) == (None, 10)
     assert results[0].error is None
-    assert "**error:** unknown method 'nope'" in app.column_markdown(results[1])
+    assert "**error:** RuntimeError: selection failed" in app.column_markdown(results[1])
     assert app.table_rows(results)[1][2:4] == ["-", "-"]
     assert [c["method"] for c in app.chart_rows(results)] == [app.REFERENCE, "divprune"]
 

@@ -104,5 +104,26 @@ def test_compare_an_example_in_the_browser(browser, served, tmp_path):
         page.screenshot(path=str(shot), full_page=True)
         assert shot.stat().st_size > 10_000
         shutil.copy(shot, os.environ.get("VTC_DEMO_SCREENSHOT", "/tmp/demo_screenshot.png"))
+
+        # a broken upload: one banner that names the user's file (not the server's copy), earlier results gone
+        broken = tmp_path / "holiday clip.mp4"
+        broken.write_bytes(b"not a video at all")
+        page.locator("#media input[type=file]").set_input_files(str(broken))
+        page.get_by_text("Error: video: cannot decode holiday clip.mp4").wait_for(timeout=30_000)
+        status = page.locator("#status").inner_text()
+        assert "/tmp" not in status and "gradio" not in status, status
+        page.wait_for_function("!document.querySelector('#col-1') || document.querySelector('#col-1')"
+                               ".offsetParent === null", timeout=10_000)
+        assert not page.locator("#col-1").is_visible() and "196 → 49" not in page.locator("#table").inner_text()
+        # comparing it anyway: the same banner, no result columns, no error badge over the reference column
+        page.locator("#compare").click()
+        page.wait_for_function("document.querySelector('#status').innerText.includes('Error: video: cannot decode')"
+                               " && !document.querySelector('#status').innerText.includes('running')",
+                               timeout=30_000)
+        assert "/tmp" not in page.locator("#status").inner_text()
+        page.wait_for_function("document.querySelector('#col-0').innerText.trim() === 'no compression'",
+                               timeout=10_000)  # the reference header alone: no answer, no timer, no error badge
+        assert not page.locator("#col-1").is_visible()
+        assert page.locator("#col-0 .error").count() == 0
     finally:
         page.close()

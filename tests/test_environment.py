@@ -43,10 +43,10 @@ def test_a_torchvision_that_cannot_load_gets_one_clear_line(tmp_path):
 
 
 def test_no_line_without_compiled_ops_or_when_their_schema_exists(tmp_path):
-    code = "from vtc.models.environment import torchvision_problem; print(torchvision_problem())"
+    code = "from vtc.environment import torchvision_problem; print(torchvision_problem())"
     assert run_python(code, fake_torchvision(tmp_path, None)).stdout.strip() == "None"
     # the test venv's shim defines the schema: its torchvision imports, and vtc says nothing
-    from vtc.models.environment import torchvision_problem
+    from vtc.environment import torchvision_problem
 
     assert torchvision_problem() is None
 

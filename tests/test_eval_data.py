@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from vtc.core.spec import MethodSpec
 from vtc.eval.data import Item, detect_format, load_items, split_inline
-from vtc.eval.grid import BASELINE, MethodSpec, build_grid, complete_grid, parse_methods
+from vtc.eval.grid import BASELINE, baseline_of, build_grid, complete_grid, parse_methods
 
 FIXTURES = Path(__file__).parent / "data" / "lmms_eval"
 
@@ -135,7 +136,7 @@ def test_grid_always_has_none_and_the_iso_token_pool():
     labels = [s.label for s in grid]
     assert labels == ["none", "pool:0.25", "divprune:0.25", "pool:0.11", "visionzip:0.11", "pool:count=16",
                       "tome:count=16", "prumerge:adaptive"]
-    assert [s.baseline for s in grid] == [None, None, "pool:0.25", None, "pool:0.11", None, "pool:count=16", None]
+    assert [baseline_of(s) for s in grid] == [None, None, "pool:0.25", None, "pool:0.11", None, "pool:count=16", None]
     assert [s.label for s in build_grid("none", [0.5])] == ["none"]
     bare = [s.label for s in parse_methods("divprune", [0.25, 0.11])]
     assert bare == ["divprune:0.25", "divprune:0.11"]

@@ -240,15 +240,43 @@ def test_embedded_model_without_weights_fails_fast(tmp_path, monkeypatch, capsys
 
 def test_llm_stage_methods_are_evaluated(setup, tmp_path):
     """fastv in the grid: its token count is the count after its layer (a quarter of the visual tokens)."""
-    args = [a if a != "divprune:0.25" else "fastv:0.25,pyramiddrop:0.5" for a in setup["args"]]
+    args = [a if a != "divprune:0.25" else "fastv:0.25" for a in setup["args"]]
     out = tmp_path / "llm"
     assert main([*args, "--out", str(out)]) == 0
-    records = lines(out)
-    fastv = [r for r in records if r["method"].startswith("fastv") and not r.get("error")]
+    fastv = [r for r in lines(out) if r["method"].startswith("fastv") and not r.get("error")]
     assert fastv
     for r in fastv:
         assert r["tokens_after"] == max(1, int(r["tokens_before"] * 0.25 + 0.5))
-    # pyramiddrop's default layers (8, 16, 24) do not exist in a 4-layer LLM: error lines, and the run goes on
-    pyramid = [r for r in records if r["method"].startswith("pyramiddrop")]
-    media_ok = [r for r in pyramid if r["id"] not in ("corrupt", "missing")]  # those two fail on their video
-    assert media_ok and all("use indices <= 2" in r["error"] for r in media_ok)
+
+
+def test_pairs_that_cannot_run_stop_the_run_before_the_first_sample(setup, tmp_path, capsys):
+    """pyramiddrop's default layers (8, 16, 24) do not exist in a 4-layer LLM, hiprune's (8, -2) not in a 4-block
+    tower: one line each, and nothing runs."""
+    args = [a if a != "divprune:0.25" else "divprune:0.25,pyramiddrop:0.5,hiprune:0.25" for a in setup["args"]]
+    out = tmp_path / "refused"
+    capsys.readouterr()
+    assert main([*args, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    model = setup["model"]
+    assert "nothing was run; fix these first:" in err
+    assert f"{model} × pyramiddrop:0.5: pyramiddrop: layer(s) (8, 16, 24) must leave a decoder layer" in err
+    assert f"{model} × hiprune:0.25: hiprune: reads encoder layer(s) [8], but the qwen2_vl vision tower" in err
+    assert "divprune" not in err and "pool" not in err
+    assert not (out / "samples.jsonl").exists()
+
+
+def test_questions_with_more_options_than_the_model_offers_are_refused(setup, tmp_path, capsys):
+    from vtc.models.loading import max_options
+
+    limit = max_options(setup["model"])
+    many = [f"answer {i}" for i in range(limit + 1)]
+    annotations = tmp_path / "many.jsonl"
+    image = setup["root"] / "data" / "media"
+    first = sorted(p.name for p in image.glob("*.png"))[0]
+    annotations.write_text(json.dumps({"id": "many", "image": str(image / first), "question": "which ?",
+                                       "options": many, "answer": "A"}) + "\n")
+    capsys.readouterr()
+    assert main([str(annotations), *setup["args"][1:], "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"the data has questions with {limit + 1} options; this model's prompt format offers at most {limit}" in err
+    assert not (tmp_path / "out" / "samples.jsonl").exists()

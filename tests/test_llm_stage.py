@@ -9,6 +9,7 @@ positions), and cached decoding against no-cache forwards on the same kept colum
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from tiny_models import CLIP, IMAGE_TOKEN, TEXT_SIZES, left_pad, prompt
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 import vtc
+from vtc.core.selection import Selection, assemble
 from vtc.core.types import Compressed
 from vtc.models.calls import CACHE_NAMES, cache_of
 
@@ -146,12 +148,46 @@ def test_pruned_prefill_matches_hand_run_layers(pixels):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+class Pinned:
+    """Stands in for an LLM stage's compressor: keeps, after stage layer ``s``, exactly the prompt columns
+    ``kept[s][row]`` that a cached run chose, so that no-cache forwards can be compared with that run.
+
+    The stage hands it each row's visual tokens in column order: at the first stage layer all of them
+    (``visual[row]``, the prompt's visual columns), after that the ones the stage before kept.
+    """
+
+    def __init__(self, compressor, visual: list[list[int]], kept: list[list[list[int]]]) -> None:
+        self.info, self.config, self.budget = compressor.info, compressor.config, compressor.budget
+        self.visual, self.kept, self.calls = visual, kept, 0
+
+    def __call__(self, tokens):
+        stage = self.calls % len(self.kept)
+        self.calls += 1
+        seen = self.visual if stage == 0 else self.kept[stage - 1]
+        rows = [b for b in range(len(seen)) if seen[b]]
+        picks = [Selection.keep(torch.tensor([seen[b].index(c) for c in self.kept[stage][b]]), len(seen[b]))
+                 for b in rows]
+        return assemble(tokens, picks, "pinned")
+
+
+@contextmanager
+def pinned(handle, input_ids: torch.Tensor, kept: list[list[list[int]]]):
+    """The handle's LLM stage keeps the columns ``kept`` (per stage, per row) while the block runs."""
+    stage = handle.llm
+    visual = torch.isin(input_ids, torch.tensor(stage.visual_ids))
+    original = stage.compressor
+    stage.compressor = Pinned(original, [row.nonzero()[:, 0].tolist() for row in visual], kept)
+    try:
+        yield
+    finally:
+        stage.compressor = original
+
+
 def no_cache_greedy(model, handle, inputs, steps: int, kept: list[list[list[int]]], suppress=()) -> torch.Tensor:
     """Greedy tokens from full no-cache forwards of prompt + tokens so far, the kept columns pinned."""
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    handle.llm._pinned = [[torch.tensor(row) for row in stage] for stage in kept]
     out = []
-    try:
+    with pinned(handle, ids, kept):
         for _ in range(steps):
             with torch.no_grad():
                 logits = model(**{**inputs, "input_ids": ids, "attention_mask": mask}, use_cache=False).logits
@@ -159,8 +195,6 @@ def no_cache_greedy(model, handle, inputs, steps: int, kept: list[list[list[int]
             token = logits[:, -1].argmax(-1, keepdim=True)
             out.append(token)
             ids, mask = torch.cat([ids, token], 1), torch.cat([mask, torch.ones_like(token)], 1)
-    finally:
-        handle.llm._pinned = None
     return torch.cat(out, 1)
 
 
@@ -270,13 +304,13 @@ def test_chain_records_tokens_per_stage(pixels):
     stats = handle.stats[-1]
     assert stats["method"] == "tome_encoder+divprune+fastv"
     stages = [(e["stage"], e["before"], e["after"]) for e in stats["stages"]]
-    # CLIP has 3 blocks and LLaVA reads block 1's output: one round of r = 8 merges per image reaches it
+    # CLIP has 3 blocks and LLaVA reads block 1's output: blocks 0 and 1 each merge r = 8 per image before it
     assert stages == [
-        ("encoder", [128, 64], [112, 56]),
-        ("projector", [112, 56], [56, 28]),
-        ("llm", [56, 28], [28, 14]),
+        ("encoder", [128, 64], [96, 48]),
+        ("projector", [96, 48], [48, 24]),
+        ("llm", [48, 24], [24, 12]),
     ]
-    assert stats["before"] == [128, 64] and stats["after"] == [56, 28]
+    assert stats["before"] == [128, 64] and stats["after"] == [48, 24]
 
 
 def test_encoder_stage_feeds_the_llm_its_merged_tokens(pixels):
@@ -301,7 +335,7 @@ def test_encoder_stage_feeds_the_llm_its_merged_tokens(pixels):
         cols = keep.nonzero()[:, 0]
         want = ref.model.language_model(inputs_embeds=embeds[cols][None], position_ids=cols[None]).last_hidden_state
         want = ref.lm_head(want)[0]
-    assert handle.stats[-1]["after"] == [56]
+    assert handle.stats[-1]["after"] == [48]  # blocks 0 and 1 merge 8 each (the paper's placement)
     items = handle.stats[-1]["image"]["items"][0]
     assert items["grid"] == [1, 8, 8] and items["assign"].shape == (TOKENS,)
     sizes = torch.bincount(items["assign"])
@@ -382,19 +416,18 @@ def test_qwen_generate_with_cache_equals_no_cache_reference(version):
         assert entry["before"] == visual.sum(1).tolist()
         assert entry["after"] == [round(0.25 * n) for n in entry["before"]]
         want, steps = [], inputs
-        handle.llm._pinned = [[torch.tensor(row) for row in entry["kept"]]]
-        for _ in range(4):  # no cache: the model computes the M-RoPE positions of the whole sequence itself
-            logits = model(**steps, use_cache=False).logits[:, -1]
-            logits[:, special] = -torch.inf
-            token = logits.argmax(-1, keepdim=True)
-            want.append(token)
-            steps = dict(
-                steps,
-                input_ids=torch.cat([steps["input_ids"], token], 1),
-                attention_mask=torch.cat([steps["attention_mask"], torch.ones_like(token)], 1),
-                mm_token_type_ids=torch.cat([steps["mm_token_type_ids"], torch.zeros_like(token).int()], 1),
-            )
-        handle.llm._pinned = None
+        with pinned(handle, ids, [entry["kept"]]):
+            for _ in range(4):  # no cache: the model computes the M-RoPE positions of the whole sequence itself
+                logits = model(**steps, use_cache=False).logits[:, -1]
+                logits[:, special] = -torch.inf
+                token = logits.argmax(-1, keepdim=True)
+                want.append(token)
+                steps = dict(
+                    steps,
+                    input_ids=torch.cat([steps["input_ids"], token], 1),
+                    attention_mask=torch.cat([steps["attention_mask"], torch.ones_like(token)], 1),
+                    mm_token_type_ids=torch.cat([steps["mm_token_type_ids"], torch.zeros_like(token).int()], 1),
+                )
     assert torch.equal(out[:, ids.shape[1] :], torch.cat(want, 1))
 
 
@@ -486,7 +519,7 @@ def test_encoder_stage_on_a_siglip_llava():
         out = model.generate(**inputs, max_new_tokens=2, do_sample=False)
     assert out.shape == (1, ids.shape[1] + 2)
     stages = [(e["stage"], e["before"], e["after"]) for e in handle.stats[-1]["stages"]]
-    assert stages == [("encoder", [64], [58]), ("llm", [58], [29])]
+    assert stages == [("encoder", [64], [52]), ("llm", [52], [26])]  # 2 blocks before the feature layer
 
 
 def test_encoder_stage_refused_where_unsupported():

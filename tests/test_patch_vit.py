@@ -165,10 +165,12 @@ def run(case: Case, x: Tensor) -> Tensor:
         return case.tokens(x)
 
 
-def test_r_zero_leaves_outputs_unchanged(case: Case) -> None:
+@pytest.mark.parametrize("placement", ["block", "between"])
+def test_r_zero_leaves_outputs_unchanged(case: Case, placement: str) -> None:
+    """At r=0 the hooks, and the "block" placement's wrapper of every block, equal the unpatched tower bit for bit."""
     x = pixels()
     reference = run(case, x)
-    with patch_vit(case.model, "tome", r=0) as handle:
+    with patch_vit(case.model, "tome", r=0, placement=placement) as handle:
         out = run(case, x)
     assert torch.equal(out, reference)
     assert handle.stats == [{"stage": "encoder", "method": "tome_encoder", "tokens": [64 + case.prefix] * DEPTH}]
@@ -177,7 +179,7 @@ def test_r_zero_leaves_outputs_unchanged(case: Case) -> None:
 @pytest.mark.parametrize(("r", "table"), [(8, TOKENS_R8), (40, TOKENS_R40), ([4, 0, 30], TOKENS_LIST)])
 def test_token_counts_follow_the_schedule(case: Case, r: int | list[int], table: dict[int, list[int]]) -> None:
     want = table[case.prefix]
-    with patch_vit(case.model, "tome", r=r) as handle:
+    with patch_vit(case.model, "tome", r=r, placement="between") as handle:
         out = run(case, pixels())
         run(case, pixels(batch=1, seed=1))
     assert [s["tokens"] for s in handle.stats] == [want, want]  # one entry per tower call
@@ -189,11 +191,51 @@ def test_token_counts_follow_the_schedule(case: Case, r: int | list[int], table:
         assert snapshots[i].own[0, : case.prefix].tolist() == list(range(case.prefix))  # protected stay
 
 
+@pytest.mark.parametrize("placement", ["block", "between"])
+def test_block_placement_merges_in_every_block(case: Case, placement: str) -> None:
+    """The paper's placement: every block, the last one too, merges r tokens before its MLP (a ViT-B/16 at r=8
+    ends with 197 - 12*8 tokens); between blocks, the last block merges nothing."""
+    n = 64 + case.prefix
+    with patch_vit(case.model, "tome", r=8, placement=placement) as handle:
+        out = run(case, pixels())
+    rounds = DEPTH if placement == "block" else DEPTH - 1
+    assert handle.stats[0]["tokens"] == [n - 8 * i for i in range(DEPTH)]  # tokens entering each block
+    assert out.shape[1] == n - 8 * rounds - case.dropped
+    merging = handle.merging
+    for i in range(DEPTH):
+        assert merging.inputs[i].sizes.shape[1] == n - 8 * i
+        assert merging.snapshots[i].sizes.shape[1] == n - 8 * (i + 1 if placement == "block" else i)
+
+
+def test_block_placement_runs_the_mlp_on_the_merged_tokens() -> None:
+    """CLIP block by block: the MLP sees (attention residual) merged on this block's keys; the output is that
+    plus the MLP of it."""
+    case = hf_case("clip", "sdpa")
+    seen: dict[str, list[Tensor]] = {"in": [], "attn": [], "mlp_in": [], "out": []}
+    hooks = []
+    for block in case.blocks:
+        hooks.append(block.register_forward_pre_hook(lambda m, a, k: seen["in"].append(a[0]), with_kwargs=True))
+        hooks.append(block.self_attn.register_forward_hook(lambda m, a, out: seen["attn"].append(out[0])))
+        hooks.append(block.layer_norm2.register_forward_pre_hook(lambda m, a: seen["mlp_in"].append(a[0])))
+        hooks.append(block.register_forward_hook(lambda m, a, out: seen["out"].append(out)))
+    schedule = [5, 30, 7]
+    with patch_vit(case.model, "tome", r=schedule), torch.no_grad():
+        run(case, pixels())
+    for hook in hooks:
+        hook.remove()
+    state = MergeState(2, 64 + case.prefix, case.prefix, torch.device("cpu"))
+    for i, block in enumerate(case.blocks):
+        with torch.no_grad():
+            merged = state.merge(seen["in"][i] + seen["attn"][i], case.keys(block, seen["in"][i]), schedule[i])
+            torch.testing.assert_close(seen["mlp_in"][i], merged)
+            torch.testing.assert_close(seen["out"][i], merged + block.mlp(block.layer_norm2(merged)))
+
+
 @pytest.mark.parametrize("kind", ["clip", "siglip"])
 def test_hf_hidden_states_shrink_block_by_block(kind: str) -> None:
     """``hidden_states``: the embeddings, then each block's output with the tokens that entered it."""
     case = hf_case(kind, "sdpa")
-    with patch_vit(case.model, "tome", r=8), torch.no_grad():
+    with patch_vit(case.model, "tome", r=8, placement="between"), torch.no_grad():
         out = case.model(pixel_values=pixels(), output_hidden_states=True)
     want = TOKENS_R8[case.prefix]
     assert [h.shape[1] for h in out.hidden_states] == [want[0], *want]
@@ -212,7 +254,7 @@ def test_merges_use_previous_block_keys(case: Case) -> None:
 
     schedule = [5, 30, 7]
     x = pixels()
-    with patch_vit(case.model, "tome", r=schedule) as handle:
+    with patch_vit(case.model, "tome", r=schedule, placement="between") as handle:
         hooks = [b.register_forward_pre_hook(before, with_kwargs=True) for b in case.blocks]  # after vtc's
         hooks += [b.register_forward_hook(after) for b in case.blocks]
         run(case, x)
@@ -263,8 +305,9 @@ def duplicated_pixels() -> Tensor:
     return x
 
 
+@pytest.mark.parametrize("placement", ["block", "between"])
 @pytest.mark.parametrize("proportional", [True, False])
-def test_proportional_attention_end_to_end(case: Case, proportional: bool) -> None:
+def test_proportional_attention_end_to_end(case: Case, proportional: bool, placement: str) -> None:
     """A merged pair of identical tokens with log(2) bias behaves exactly like the pair unmerged.
 
     Without position embeddings, identical patches stay identical through every block, so merging
@@ -275,9 +318,9 @@ def test_proportional_attention_end_to_end(case: Case, proportional: bool) -> No
         case.positions.zero_()
     x = duplicated_pixels()
     reference = run(case, x)
-    with patch_vit(case.model, "tome", r=[1, 0, 0], proportional=proportional) as handle:
+    with patch_vit(case.model, "tome", r=[1, 0, 0], proportional=proportional, placement=placement) as handle:
         out = run(case, x)
-    state = handle.merging.snapshots[1]
+    state = handle.merging.snapshots[0 if placement == "block" else 1]  # after the one merge
     n = 64 + case.prefix
     expected = []
     for b, pair in enumerate(DUPLICATES):

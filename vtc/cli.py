@@ -14,14 +14,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from vtc.core.registry import MethodInfo, build, list_methods
-
-
-def format_table(rows: list[list[str]], header: list[str]) -> str:
-    """A plain fixed-width text table."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=False)).rstrip()  # noqa: E731
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+from vtc.core.registry import MethodInfo, list_methods
+from vtc.core.spec import MethodSpec, check_specs, parse_specs
+from vtc.core.text import format_table
 
 
 def _yes(flag: bool) -> str:
@@ -70,8 +65,8 @@ def bench_methods(n: int, dim: int, ratio: float, batch: int, repeats: int, seed
     for info in list_methods():
         if info.stage != "projector":
             continue
-        compressor = build(info.name, **({} if info.adaptive else {"ratio": ratio}))
-        layers = len(getattr(compressor.config, "layers", (-2,)))
+        compressor = MethodSpec(info.name, {} if info.adaptive else {"ratio": ratio}).build()
+        layers = max(1, len(compressor.encoder_layers))
         tokens_used = VisualTokens(tokens.features, cls_attn=tokens.cls_attn[:, :layers], keys=tokens.keys)
         out = compressor(tokens_used)
         start = time.perf_counter()
@@ -84,89 +79,35 @@ def bench_methods(n: int, dim: int, ratio: float, batch: int, repeats: int, seed
     return title + "\n" + format_table(rows, header)
 
 
-MAX_IMAGE_PIXELS = 20_000_000
-
-
-def parse_methods(spec: str, ratio: float | None, count: int | None) -> list[tuple[str, dict]]:
-    """``"a,b:0.1,c:adaptive,d:count=64"`` into ``[(name, budget kwargs), ...]``; a bare name gets the defaults."""
-    out = []
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        name, _, budget = item.partition(":")
-        if not budget:
-            kwargs = {"count": count} if count is not None else {"ratio": ratio}
-        elif budget == "adaptive":
-            kwargs = {"budget": "adaptive"}
-        elif budget.startswith("count="):
-            kwargs = {"count": int(budget[6:])}
-        else:
-            kwargs = {"ratio": float(budget)}
-        out.append((name, kwargs))
-    if not out:
-        raise ValueError("--methods: expected a comma-separated list of method names")
-    return out
-
-
-def load_image(path: str, name: str | None = None) -> object:
-    """An RGB PIL image, with clear errors for missing, unreadable or oversized files (``name``: shown in them)."""
-    from PIL import Image
-
-    name = name or path
-    try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"image: {name} has {img.width}x{img.height} pixels, over the 20 MP limit")
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise ValueError(f"image: no such file {name}") from None
-    except OSError as err:
-        raise ValueError(f"image: cannot read {name} ({err})") from None
-
-
-def media_prompt(processor: object, question: str, media: str = "image") -> str:
-    """The processor's own prompt format, its chat template with one image or video, or ``<image>\nquestion``."""
-    if hasattr(processor, "build_prompt"):
-        return processor.build_prompt(question, media)
-    if getattr(processor, "chat_template", None):
-        messages = [{"role": "user", "content": [{"type": media}, {"type": "text", "text": question}]}]
-        return processor.apply_chat_template(messages, add_generation_prompt=True)
-    return f"{getattr(processor, media + '_token')}\n{question}"
-
-
-def compare(media: str, question: str, methods: list[tuple[str, dict]], model_id: str, max_new_tokens: int,
+def compare(media: str, question: str, specs: list[MethodSpec], model_id: str, max_new_tokens: int,
             frames: int = 16) -> str:
     """Each method (and no compression) on one image or video: visual tokens kept, prefill time and the answer."""
-    import torch
-
-    from vtc.core.apply import apply
-    from vtc.core.registry import build
+    from vtc.data.image import load_image
     from vtc.data.video import is_video, load_video
     from vtc.models.loading import load
+    from vtc.models.preflight import check_pairs
+    from vtc.models.prompt import media_prompt
+    from vtc.models.run import run
 
-    compressors = [(name, build(name, **kwargs)) for name, kwargs in methods]  # bad names fail before loading
+    problems = check_specs(specs)  # bad names, kwargs or budgets fail before loading anything
+    if problems:
+        raise ValueError("--methods:\n" + "\n".join(f"  {p}" for p in problems))
     video = is_video(media)
     pixels = load_video(media, num_frames=frames) if video else load_image(media)
     model, processor = load(model_id)
+    problems = check_pairs({model_id: model.config}, specs)  # every method can run on this model
+    if problems:
+        raise ValueError("nothing was run:\n" + "\n".join(f"  {p}" for p in problems))
     kind = "video" if video else "image"
-    token_id = getattr(model.config, f"{kind}_token_id", None)
-    if token_id is None:
+    if getattr(model.config, f"{kind}_token_id", None) is None:
         raise ValueError(f"media: {model_id} ({model.config.model_type}) takes no {kind} input")
     inputs = processor(**{f"{kind}s": [pixels]}, text=media_prompt(processor, question, kind), return_tensors="pt")
-    n_visual = int((inputs["input_ids"] == token_id).sum())
     rows = []
-    for label, compressor in [("none", None), *compressors]:
-        handle = apply(model, compressor) if compressor is not None else None
-        try:
-            with torch.no_grad():
-                start = time.perf_counter()
-                model(**inputs)
-                prefill_ms = (time.perf_counter() - start) * 1000
-                out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-            kept = handle.stats[0]["after"][0] if handle else n_visual
-        finally:
-            if handle:
-                handle.remove()
-        answer = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0]
-        rows.append([label, f"{n_visual} -> {kept}", f"{prefill_ms:.1f}", answer.strip()])
+    for spec in [MethodSpec("none"), *specs]:
+        ran = run(model, inputs, spec, max_new_tokens=max_new_tokens)
+        answer = processor.batch_decode(ran.new_tokens, skip_special_tokens=True)[0]
+        label = spec.name if spec.is_none else spec.label
+        rows.append([label, f"{ran.before[0]} -> {ran.after[0]}", f"{ran.prefill_ms:.1f}", answer.strip()])
     return format_table(rows, ["method", "visual tokens", "prefill ms", "answer"])
 
 
@@ -255,8 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "methods":
             print(methods_table(list_methods()))
         elif args.command == "compare":
-            methods = parse_methods(args.methods, args.ratio, args.count)
-            print(compare(args.media, args.question, methods, args.model, args.max_new_tokens, args.frames))
+            default = {"count": args.count} if args.count is not None else {"ratio": args.ratio}
+            specs = parse_specs(args.methods, default)
+            print(compare(args.media, args.question, specs, args.model, args.max_new_tokens, args.frames))
         elif args.command == "data":
             from vtc.data.shapes import write_split
 

@@ -1,6 +1,5 @@
 """Core types, budgets and the method registry."""
 
-from vtc.core.apply import apply
 from vtc.core.budget import Budget
 from vtc.core.registry import Compressor, MethodInfo, build, list_methods, register
 from vtc.core.selection import Sample, Selection
@@ -14,7 +13,6 @@ __all__ = [
     "Sample",
     "Selection",
     "VisualTokens",
-    "apply",
     "build",
     "list_methods",
     "register",

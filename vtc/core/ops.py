@@ -7,6 +7,7 @@ import math
 import torch
 from torch import Tensor
 
+from vtc.core.budget import Budget
 from vtc.kernels.common import work_dtype
 from vtc.kernels.similarity import similarity_topk
 
@@ -14,6 +15,12 @@ from vtc.kernels.similarity import similarity_topk
 def top_indices(scores: Tensor, k: int) -> Tensor:
     """Indices of the ``k`` largest scores, best first; equal scores rank the lower index first."""
     return torch.sort(scores, descending=True, stable=True).indices[:k]
+
+
+def most_attended(scores: Tensor, budget: Budget) -> Tensor:
+    """The tokens with the highest attention ``scores [N]`` under ``budget`` (``coverage:p`` counts the
+    attention mass), best first, ties to the lower index."""
+    return top_indices(scores, budget.resolve(scores.shape[0], mass=scores))
 
 
 def bottom_indices(scores: Tensor, k: int) -> Tensor:
@@ -26,6 +33,59 @@ def best_match(queries: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     target's index (lower index on ties), through the ``similarity_topk`` kernel."""
     values, indices = similarity_topk(queries[None], targets[None], 1)
     return values[0, :, 0], indices[0, :, 0]
+
+
+def bipartite_match(metric: Tensor, r: int, protected: int = 0) -> tuple[Tensor, Tensor]:
+    """One round of ToMe's bipartite soft matching on ``metric [B, N, C]`` (Bolya et al., arXiv:2210.09461).
+
+    The tokens split alternately into A (even positions) and B (odd positions); each A token's best
+    cosine match in B is found, and the ``r`` A tokens with the best matches merge. The first
+    ``protected`` tokens neither merge nor receive. Returns ``(merged, into)``, each ``[B, r]``: the
+    positions of the merging A tokens, best matched first, and the B position each goes to. Ties: the
+    lower B index wins a match, and of equal matches the lower A index merges first.
+    """
+    batch, n, _ = metric.shape
+    positions = torch.arange(n, device=metric.device)
+    a_pos, b_pos = positions[0::2], positions[1::2]
+    mask_a = (a_pos >= protected).expand(batch, -1)
+    mask_b = (b_pos >= protected).expand(batch, -1)
+    score, match = similarity_topk(metric[:, 0::2], metric[:, 1::2], 1, mask_a, mask_b)
+    order = torch.sort(score[..., 0], dim=-1, descending=True, stable=True).indices[:, :r]
+    return a_pos[order], b_pos[match[..., 0].gather(1, order)]
+
+
+def iqr_outliers(scores: Tensor) -> Tensor:
+    """Indices (best first) of the scores above ``Q3 + 1.5 * IQR``; the top score if there are none
+    (quartiles by linear interpolation, as PruMerge's outlier rule)."""
+    q1, q3 = torch.quantile(scores.double(), torch.tensor([0.25, 0.75], dtype=torch.float64, device=scores.device))
+    fence = q3 + 1.5 * (q3 - q1)
+    count = max(1, int((scores.double() > fence).sum()))
+    return top_indices(scores, count)
+
+
+def merge_into_nearest(keep: Tensor, metric: Tensor, merge: bool = True) -> Tensor:
+    """Representatives: kept tokens keep themselves, every other token joins its most similar kept token
+    (cosine of ``metric``), or is dropped (-1) when ``merge`` is False."""
+    n = metric.shape[0]
+    rep = torch.full((n,), -1, dtype=torch.long, device=metric.device)
+    rep[keep] = keep
+    others = (rep < 0).nonzero()[:, 0]
+    if merge and others.numel():
+        _, nearest = best_match(metric[others], metric[keep])
+        rep[others] = keep[nearest]
+    return rep
+
+
+def check_llm_layer(layer: object, name: str = "layer") -> int:
+    """A decoder layer index (an int >= 0) for LLM-stage methods."""
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
+        raise ValueError(f"{name}: expected a decoder layer index >= 0, got {layer!r}")
+    return layer
+
+
+def check_flag(value: object, name: str) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}: expected True or False, got {value!r}")
 
 
 def split_even(total: int, parts: int) -> list[int]:

@@ -17,6 +17,7 @@ from vtc.core.selection import Sample, Selection, assemble, split_samples
 from vtc.core.types import SIGNALS, Compressed, VisualTokens
 
 STAGES = ("encoder", "projector", "llm")
+DEFAULT_ENCODER_LAYERS = (-2,)  # the layer whose output LLaVA-style models feed the LLM
 
 
 class Method(Protocol):
@@ -32,6 +33,15 @@ class MethodInfo:
     ``static_count``: the output count follows from the grid and budget alone (not the content).
     ``score_based``: ranks tokens by a mass, so ``budget="coverage:p"`` works.
     ``adaptive``: chooses its own count when no budget (or ``budget="adaptive"``) is given.
+
+    What adapters need, declared (adapters read these, never a method's name or guessed attributes):
+    ``encoder_layers``: the config field listing the vision-encoder layers whose attention the method
+    reads (``cls_attn``); methods that read it without declaring one read :data:`DEFAULT_ENCODER_LAYERS`.
+    ``attention``: the config field choosing ``"cls"`` (the [CLS] row) or ``"received"`` (the attention
+    each token receives); without one, ``"cls"``. ``llm_layers``: for the LLM stage, the config field with
+    the decoder layer(s) after which tokens are dropped. ``llm_budgets``: the budget kinds the method
+    accepts inside a model's LLM (None: any). ``alias``: ``(name, kwarg)``: ``build(name, kwarg=...)``
+    means this method (``tome`` with ``r=`` is ``tome_encoder``).
     """
 
     name: str
@@ -46,10 +56,39 @@ class MethodInfo:
     summary: str
     paper: str
     config: type
+    encoder_layers_field: str | None = None
+    attention_field: str | None = None
+    llm_layers_field: str | None = None
+    llm_budgets: tuple[str, ...] | None = None
+    alias: tuple[str, str] | None = None
 
     @property
     def kwargs(self) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(self.config))
+
+    @property
+    def reads_cls_attn(self) -> bool:
+        return "cls_attn" in self.signals or "cls_attn" in self.optional_signals
+
+    def encoder_layers(self, config: Any) -> tuple[int, ...]:
+        """The encoder layers whose attention this configured method reads (empty: none)."""
+        if not self.reads_cls_attn:
+            return ()
+        if self.encoder_layers_field is None:
+            return DEFAULT_ENCODER_LAYERS
+        layers = getattr(config, self.encoder_layers_field)
+        return (layers,) if isinstance(layers, int) else tuple(layers)
+
+    def attention_mode(self, config: Any) -> str:
+        """``"cls"`` or ``"received"``: which attention row the configured method scores tokens by."""
+        return "cls" if self.attention_field is None else getattr(config, self.attention_field)
+
+    def llm_layers(self, config: Any) -> tuple[int, ...]:
+        """The decoder layers after which an LLM-stage method drops tokens (empty for other stages)."""
+        if self.llm_layers_field is None:
+            return ()
+        layers = getattr(config, self.llm_layers_field)
+        return (layers,) if isinstance(layers, int) else tuple(layers)
 
 
 _REGISTRY: dict[str, MethodInfo] = {}
@@ -67,10 +106,18 @@ def register(
     static_count: bool = True,
     score_based: bool = False,
     adaptive: bool = False,
+    encoder_layers: str | None = None,
+    attention: str | None = None,
+    llm_layers: str | None = None,
+    llm_budgets: tuple[str, ...] | None = None,
+    alias: tuple[str, str] | None = None,
 ) -> Callable[[type], type]:
-    """Class decorator adding a frozen-dataclass method config to the registry under ``name``."""
+    """Class decorator adding a frozen-dataclass method config to the registry under ``name``
+    (the declarations are described in :class:`MethodInfo`)."""
     if stage not in STAGES:
         raise ValueError(f"stage: expected one of {STAGES}, got {stage!r}")
+    if (llm_layers is None) != (stage != "llm"):
+        raise ValueError(f"{name}: an LLM-stage method declares llm_layers=FIELD, and only it")
     for s in signals + optional_signals:
         if s not in SIGNALS:
             raise ValueError(f"signals: expected names from {SIGNALS}, got {s!r}")
@@ -80,6 +127,10 @@ def register(
             raise TypeError(f"{cls.__name__}: register a frozen dataclass")
         if name in _REGISTRY and _REGISTRY[name].config is not cls:
             raise ValueError(f"method {name!r} is already registered")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        for declared in (encoder_layers, attention, llm_layers):
+            if declared is not None and declared not in fields and not hasattr(cls, declared):
+                raise ValueError(f"{name}: declares the config field {declared!r}, which {cls.__name__} lacks")
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         _REGISTRY[name] = MethodInfo(
             name,
@@ -94,24 +145,31 @@ def register(
             summary,
             paper,
             cls,
+            encoder_layers_field=encoder_layers,
+            attention_field=attention,
+            llm_layers_field=llm_layers,
+            llm_budgets=llm_budgets,
+            alias=alias,
         )
         return cls
 
     return wrap
 
 
-def _load_builtin() -> None:
-    import vtc.methods  # noqa: F401  (registers the built-in methods)
-
-
 def list_methods() -> list[MethodInfo]:
-    """Every registered method, sorted by name."""
-    _load_builtin()
+    """Every registered method, sorted by name (``import vtc`` registers the built-in ones)."""
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
+def resolve_alias(name: str, kwargs: dict[str, Any]) -> str:
+    """The registered name ``name`` means with these kwargs (a declared alias, or ``name`` itself)."""
+    for info in _REGISTRY.values():
+        if info.alias is not None and info.alias[0] == name and info.alias[1] in kwargs:
+            return info.name
+    return name
+
+
 def get_info(name: str) -> MethodInfo:
-    _load_builtin()
     if name not in _REGISTRY:
         raise ValueError(f"unknown method {name!r}; known methods: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
@@ -124,6 +182,18 @@ class Compressor:
         self.info = info
         self.config = config
         self.budget = budget
+
+    @property
+    def encoder_layers(self) -> tuple[int, ...]:
+        return self.info.encoder_layers(self.config)
+
+    @property
+    def attention_mode(self) -> str:
+        return self.info.attention_mode(self.config)
+
+    @property
+    def llm_layers(self) -> tuple[int, ...]:
+        return self.info.llm_layers(self.config)
 
     def __repr__(self) -> str:
         return f"Compressor({self.config!r}, budget={self.budget})"
@@ -159,11 +229,11 @@ def build(
 ) -> Compressor:
     """Build method ``name`` with a budget (``ratio=``, ``count=`` or ``budget=``) and its own kwargs.
 
-    Encoder-stage methods take no budget (``tome_encoder`` follows its ``r`` schedule); ``"tome"`` given
-    ``r=`` means ``tome_encoder`` (ToMe inside the tower), ``"tome"`` given a budget the projector ToMe.
+    Encoder-stage methods take no budget (``tome_encoder`` follows its ``r`` schedule). Declared aliases
+    apply: ``"tome"`` given ``r=`` means ``tome_encoder`` (ToMe inside the tower), ``"tome"`` given a
+    budget the projector ToMe.
     """
-    if name == "tome" and "r" in kwargs:
-        name = "tome_encoder"  # ToMe with a per-block r runs inside the vision tower
+    name = resolve_alias(name, kwargs)
     info = get_info(name)
     unknown = sorted(set(kwargs) - set(info.kwargs))
     if unknown:

@@ -25,7 +25,6 @@ import ast
 import json
 import os
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 from PIL import Image
 
+from vtc.core.spec import MethodSpec
 from vtc.data.video import VIDEO_SUFFIXES
 from vtc.demo.overlay import contact_sheet, draw_overlays, fit, token_counts
 
@@ -104,7 +104,7 @@ def load_media(path: str | Path | None, frames: int = DEFAULT_FRAMES, max_frames
     if not path.is_file():
         raise ValueError(f"media: no such file {path.name}")
     if kind == "image":
-        from vtc.cli import load_image
+        from vtc.data.image import load_image
 
         return Media("image", [load_image(str(path), name=path.name)], path.name)
     size = path.stat().st_size
@@ -115,7 +115,10 @@ def load_media(path: str | Path | None, frames: int = DEFAULT_FRAMES, max_frames
         raise ValueError(f"frames: expected 1..{max_frames} frames per video, got {frames}")
     from vtc.data.video import load_video
 
-    arrays = load_video(path, num_frames=frames)
+    try:
+        arrays = load_video(path, num_frames=frames)
+    except ValueError as err:  # name the user's file, never the server's copy of it
+        raise ValueError(str(err).replace(str(path), path.name)) from None
     return Media("video", [Image.fromarray(a).convert("RGB") for a in arrays], path.name)
 
 
@@ -152,22 +155,6 @@ def normalise_question(question: str, processor: Any) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- methods
-@dataclass
-class MethodSpec:
-    """One column: a registered method, its own keyword arguments and its budget."""
-
-    name: str
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    budget: dict[str, Any] = field(default_factory=dict)
-
-    def describe_budget(self) -> str:
-        if self.budget.get("budget") == "adaptive":
-            return "adaptive"
-        if "count" in self.budget:
-            return f"{self.budget['count']} tokens"
-        return f"ratio {self.budget['ratio']:g}"
-
-
 def _literal(node: ast.expr) -> Any:
     """A Python literal, or a bare word as a string (``metric=keys``)."""
     if isinstance(node, ast.Name):
@@ -240,7 +227,7 @@ def method_specs(methods: Sequence[str] | None, kwargs_text: str | None = "", bu
             budget = {"count": int(count)}
         else:
             budget = {"ratio": float(ratio)}
-        specs.append(MethodSpec(name, per_method.get(name, {}), budget))
+        specs.append(MethodSpec(name, budget, per_method.get(name, {})))
     return specs
 
 
@@ -300,78 +287,32 @@ def _error_text(err: Exception) -> str:
     return str(err) if isinstance(err, ValueError) else f"{type(err).__name__}: {err}"
 
 
-def _decode(processor: Any, out: Any, prompt_length: int) -> str:
-    return processor.batch_decode(out[:, prompt_length:], skip_special_tokens=True)[0].strip()
-
-
-def _prefill_and_answer(model: Any, inputs: Any, max_new_tokens: int) -> tuple[float, Any]:
-    """One timed forward over the prompt (the prefill), then greedy decoding."""
-    import torch
-
-    with torch.no_grad():
-        start = time.perf_counter()
-        model(**inputs)
-        prefill_ms = (time.perf_counter() - start) * 1000
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-    return prefill_ms, out
-
-
-def _run_patched(model: Any, compressor: Any, inputs: Any, max_new_tokens: int,
-                 cls_substitute: str | None) -> tuple[float, Any, dict]:
-    from vtc.core.apply import apply
-
-    with apply(model, compressor, cls_substitute=cls_substitute) as handle:
-        prefill_ms, out = _prefill_and_answer(model, inputs, max_new_tokens)
-        if not handle.stats:
-            raise ValueError(f"{compressor.info.name}: the model ran without compressing any visual tokens")
-        return prefill_ms, out, handle.stats[0]
-
-
-def run_compressed(model: Any, compressor: Any, inputs: Any, max_new_tokens: int) -> tuple[float, Any, dict, str]:
-    """Prefill time, generated ids, the handle's stats of the prefill, and a note.
-
-    A method that needs [CLS] attention on a tower without [CLS] (Qwen-VL, SigLIP) is retried with
-    ``cls_substitute="received"``: tokens are scored by the attention they receive.
-    """
-    try:
-        return (*_run_patched(model, compressor, inputs, max_new_tokens, None), "")
-    except ValueError as err:
-        if "cls_substitute='received'" not in str(err):
-            raise
-    note = "no [CLS] in this vision tower: cls_attn replaced by received attention"
-    return (*_run_patched(model, compressor, inputs, max_new_tokens, "received"), note)
-
-
 def run_method(model: Any, processor: Any, media: Media, inputs: Any, spec: MethodSpec | None, n_visual: int,
                max_new_tokens: int = 16) -> MethodResult:
     """One column: ``spec`` (``None``: no compression) on the prepared inputs. Errors land in the result."""
-    if spec is None:
-        result = MethodResult(REFERENCE, "all tokens", before=n_visual)
+    from vtc.models.run import run
+
+    spec = spec or MethodSpec("none")
+    if spec.is_none:
+        result = MethodResult(REFERENCE, spec.describe_budget(), before=n_visual)
     else:
         result = MethodResult(spec.name, spec.describe_budget(), adaptive=spec.budget.get("budget") == "adaptive")
     try:
-        if spec is None:
-            result.prefill_ms, out = _prefill_and_answer(model, inputs, max_new_tokens)
-            result.after = n_visual
-            assign, grid = None, None
-        else:
-            from vtc.core.registry import build
-
-            compressor = build(spec.name, **spec.kwargs, **spec.budget)
-            result.prefill_ms, out, stats, result.note = run_compressed(model, compressor, inputs, max_new_tokens)
-            result.before, result.after = stats["before"][0], stats["after"][0]
-            item = stats[media.kind]["items"][0]
-            assign, grid = item["assign"].tolist(), item["grid"]
-        result.answer = _decode(processor, out, inputs["input_ids"].shape[1])
+        ran = run(model, inputs, spec, max_new_tokens=max_new_tokens)
+        result.prefill_ms, result.note = ran.prefill_ms, ran.note
+        result.before, result.after = ran.before[0], ran.after[0]
+        item = None if ran.stats is None else ran.stats[media.kind]["items"][0]
+        result.answer = processor.batch_decode(ran.new_tokens, skip_special_tokens=True)[0].strip()
     except Exception as err:  # one method's failure stays in its column
         result.error = _error_text(err)
         return result
     try:
-        if assign is None:
+        if item is None:
             result.overlays = [fit(p) for p in media.pictures]
             result.legend = f"{n_visual} kept"
         else:
-            result.overlays = draw_overlays(media.pictures, assign, grid)
+            assign = item["assign"].tolist()
+            result.overlays = draw_overlays(media.pictures, assign, item["grid"])
             result.legend = token_counts(assign).describe()
     except Exception as err:  # the numbers stand even if the drawing fails
         result.overlays = [fit(p) for p in media.pictures]
@@ -379,9 +320,20 @@ def run_method(model: Any, processor: Any, media: Media, inputs: Any, spec: Meth
     return result
 
 
+def check_methods(model: Any, specs: Sequence[MethodSpec]) -> None:
+    """Every chosen method can run on this model (:mod:`vtc.models.preflight`): else one ValueError with one
+    line per problem, before anything runs."""
+    from vtc.models.preflight import check_pairs
+
+    problems = check_pairs({"model": model.config}, specs)
+    if problems:
+        lines = [p.removeprefix("model × ") for p in problems]
+        raise ValueError("cannot run: " + "; ".join(lines))
+
+
 def prepare_inputs(model: Any, processor: Any, media: Media, question: str) -> tuple[Any, int]:
     """The processor's inputs for one image or video and the question, and the number of visual tokens."""
-    from vtc.cli import media_prompt
+    from vtc.models.prompt import media_prompt
 
     token_id = getattr(model.config, f"{media.kind}_token_id", None)
     if token_id is None:
@@ -398,6 +350,7 @@ def run_comparison(model: Any, processor: Any, media: Media, question: str, spec
 
     ``warmup``: one untimed forward first, so that the reference column does not pay for first-call set-up.
     """
+    check_methods(model, specs)
     inputs, n_visual = prepare_inputs(model, processor, media, question)
     if warmup:
         import torch
@@ -483,6 +436,11 @@ def gallery_items(media: Media, result: MethodResult) -> list[tuple[Image.Image,
     return [(p, f"frame {i + 1}") for i, p in enumerate(result.overlays)]
 
 
+def banner(message: str) -> str:
+    """The status line for an error that stopped the whole comparison (a bad input, a method that cannot run)."""
+    return f"**Error:** {message}"
+
+
 # ----------------------------------------------------------------------------------------------- Gradio
 LEGEND = (
     "Overlays: <b>clear</b> = kept token · <span style='background:#222;color:#ddd;padding:0 4px'>dimmed</span>"
@@ -540,17 +498,30 @@ def build_app(model_id: str = DEFAULT_MODEL, *, max_frames: int = MAX_FRAMES, mo
             still = None
         return None, examples[name]["question"], still
 
-    def on_upload(path: str | None) -> tuple:
+    failures: dict[str, str] = {}  # session -> its last comparison's error, for the banner
+
+    def cleared(status_text: str = "") -> list:
+        """The results area emptied (earlier results go), with ``status_text`` in the status line."""
+        import pandas as pd
+
+        out: list[Any] = [status_text]
+        out += [gr.update(visible=i == 0) for i in range(MAX_METHODS + 1)]
+        out += [f"### {REFERENCE}" if i == 0 else "" for i in range(MAX_METHODS + 1)]
+        out += [gr.update(value=None, visible=False) for _ in range(MAX_METHODS + 1)]
+        out += [gr.update(value=pd.DataFrame({"method": [], "tokens": []})), gr.update(value=[])]
+        return out
+
+    def on_upload(path: str | None) -> list:
         try:
-            still = preview(load_media(path, min(8, max_frames), max_frames)) if path else None
-        except ValueError as err:
-            gr.Warning(str(err))
-            still = None
-        return None, still
+            still, note = (preview(load_media(path, min(8, max_frames), max_frames)) if path else None), ""
+        except ValueError as err:  # a bad input: one banner, earlier results cleared
+            still, note = None, banner(str(err))
+        return [None, still, *cleared(note)]
 
     def on_compare(media_file: str | None, example: str | None, question: str, chosen: list[str],
                    kwargs_text: str, budget_mode: str, ratio: float, count: float, adaptive: bool, frames: float,
-                   max_new_tokens: float, progress: Any = gr.Progress()) -> tuple[dict, dict]:  # noqa: B008
+                   max_new_tokens: float, request: gr.Request, progress: Any = gr.Progress()  # noqa: B008
+                   ) -> tuple[dict, dict]:
         try:
             progress(0, desc="reading the input")
             media = resolve_media(media_file, example, int(frames), max_frames)
@@ -561,9 +532,18 @@ def build_app(model_id: str = DEFAULT_MODEL, *, max_frames: int = MAX_FRAMES, mo
             model_, processor_ = cache.get()
             report = lambda frac, text: progress(0.1 + 0.9 * frac, desc=text)  # noqa: E731
             results = run_comparison(model_, processor_, media, question, specs, int(max_new_tokens), report)
-        except (ValueError, ImportError) as err:
+        except (ValueError, ImportError) as err:  # a bad input or a method that cannot run: nothing ran
+            if request is not None:
+                failures[request.session_hash] = str(err)
             raise gr.Error(str(err)) from None
         return summary(media, question, results, model_id), {"media": media, "results": results}
+
+    def on_failure(request: gr.Request) -> tuple[str, None]:
+        message = failures.pop(request.session_hash, "") if request is not None else ""
+        return banner(message or "the comparison failed"), None
+
+    # Gradio injects the request by annotation; with postponed annotations it cannot resolve the local `gr`
+    on_compare.__annotations__["request"] = on_failure.__annotations__["request"] = gr.Request
 
     with gr.Blocks(title="vtc demo: visual-token compression") as demo:
         gr.Markdown(
@@ -644,10 +624,13 @@ def build_app(model_id: str = DEFAULT_MODEL, *, max_frames: int = MAX_FRAMES, mo
             out.append(table_rows(results))
             return out
 
+        page = [status, *blocks, *headers, *galleries, chart, table]
         example_in.input(on_example, example_in, [media_in, question_in, still], api_visibility="private")
-        media_in.upload(on_upload, media_in, [example_in, still], api_visibility="private")
+        media_in.upload(on_upload, media_in, [example_in, still, *page], api_visibility="private",
+                        show_progress="hidden")
         methods_in.change(kwargs_help, methods_in, kwargs_md, api_visibility="private")
-        run.click(
+        compared = run.click(lambda: cleared("running…"), None, page, api_visibility="private",
+                             show_progress="hidden").then(
             on_compare,
             [media_in, example_in, question_in, methods_in, kwargs_in, mode_in, ratio_in, count_in, adaptive_in,
              frames_in, tokens_in],
@@ -655,8 +638,10 @@ def build_app(model_id: str = DEFAULT_MODEL, *, max_frames: int = MAX_FRAMES, mo
             api_name="compare",
             concurrency_limit=1,
             concurrency_id="model",
-            show_progress_on=[status, *headers],
-        ).success(on_render, state, [status, *blocks, *headers, *galleries, chart, table], api_visibility="private")
+            show_progress_on=[status],
+        )
+        compared.success(on_render, state, page, api_visibility="private", show_progress="hidden")
+        compared.failure(on_failure, None, [status, raw], api_visibility="private", show_progress="hidden")
     return demo
 
 

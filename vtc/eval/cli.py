@@ -31,19 +31,19 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from vtc.core.spec import MethodSpec
 from vtc.eval import dist as dist_mod
 from vtc.eval.data import FORMATS, Item, builtin_dataset, builtin_items, load_items
-from vtc.eval.grid import MethodSpec, build_grid
+from vtc.eval.grid import build_grid
 from vtc.eval.lock import OutLock, describe_holder
 from vtc.eval.runner import Settings, line_key, pending
 from vtc.eval.store import SAMPLES, LineWriter, done_keys, merge, read_all, shard_path, write_atomic
+from vtc.tiny.model import METHOD_KWARGS
 
 DEFAULT_MODELS = ("vtc-tiny-llava", "vtc-tiny-qwen2vl")
 RUN_FILE = "run.json"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-# The built-in run's tiny towers have 4 blocks: HiPrune's default layers (8, -2) name a 24-block CLIP;
-# their LLMs have 4 layers, fewer than PyramidDrop's default (8, 16, 24).
-BUILTIN_KWARGS = {"hiprune": {"layers": (1, -2)}, "pyramiddrop": {"layers": (0, 1, 2)}}
+BUILTIN_KWARGS = METHOD_KWARGS  # the built-in run's methods, with kwargs that fit the embedded models
 
 
 def parser() -> argparse.ArgumentParser:
@@ -132,6 +132,25 @@ def check_models(models: list[str]) -> None:
                              "train them with `vtc train-tiny` or pass --model FOLDER")
 
 
+def preflight(models: list[str], grid: list[MethodSpec], items: list[Item]) -> None:
+    """Before the first sample: every (model, method) pair can run and the questions fit every model; all
+    problems at once, one line each (:mod:`vtc.models.preflight`)."""
+    from vtc.models.loading import load_config, max_options
+    from vtc.models.preflight import check_pairs
+
+    configs, problems = {}, []
+    for name in models:
+        try:
+            configs[name] = load_config(name)
+        except ValueError as err:
+            problems.append(str(err))
+    limits = {name: max_options(name) for name in configs}
+    counts = {len(it.options) for it in items if it.options}
+    problems += check_pairs(configs, grid, option_counts=counts, max_options=limits)
+    if problems:
+        raise ValueError("nothing was run; fix these first:\n" + "\n".join(f"  {p}" for p in problems))
+
+
 def torch_dtype(name: str) -> object:
     if name == "auto":
         return None
@@ -208,7 +227,7 @@ def finish_run(args: argparse.Namespace, out: Path, items: list[Item], grid: lis
 
 
 def text_summary(results: dict, out: Path) -> str:
-    from vtc.cli import format_table
+    from vtc.core.text import format_table
 
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.1f}"
@@ -273,6 +292,7 @@ def run_locked(args: argparse.Namespace, out: Path, dist: dist_mod.Dist) -> int:
     items = load_data(args, out, dist)
     if not items:
         raise ValueError("data: no samples to evaluate")
+    preflight(models, grid, items)
     check_run_file(out, settings, dist)
     if dist.main:
         say_resumed(out, items, grid, models)

@@ -342,7 +342,7 @@ def load_media(item: Item, frames: int = 16, fps: float | None = None, max_frame
                backend: str = "auto") -> Any:
     """An RGB PIL image, or a video's frames (``[H,W,3] uint8`` arrays); ValueError on any failure."""
     if item.media_type == "image":
-        from vtc.cli import load_image
+        from vtc.data.image import load_image
 
         return load_image(item.media)
     from vtc.data.video import load_video

@@ -21,50 +21,19 @@ then the other methods in the order given. Labels: ``none``, ``pool:0.25``, ``di
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from vtc.core.spec import MethodSpec, parse_spec
 
 BASELINE = "pool"
 
 
-@dataclass(frozen=True)
-class MethodSpec:
-    """One grid entry: a method name, its budget (``ratio``/``count``/``budget`` kwargs) and method kwargs."""
-
-    name: str
-    budget: dict = field(default_factory=dict, hash=False)
-    kwargs: dict = field(default_factory=dict, hash=False)
-
-    @property
-    def label(self) -> str:
-        if self.name == "none":
-            return "none"
-        if "ratio" in self.budget:
-            text = f"{self.name}:{self.budget['ratio']:g}"
-        elif "count" in self.budget:
-            text = f"{self.name}:count={self.budget['count']}"
-        else:
-            text = f"{self.name}:{self.budget.get('budget', 'adaptive')}"
-        if self.kwargs:
-            text += "[" + ",".join(f"{k}={v}" for k, v in sorted(self.kwargs.items())) + "]"
-        return text
-
-    @property
-    def budget_key(self) -> str | None:
-        """``"ratio=0.25"`` / ``"count=64"``: what the iso-token baseline shares; None for adaptive budgets."""
-        if "ratio" in self.budget:
-            return f"ratio={self.budget['ratio']:g}"
-        if "count" in self.budget:
-            return f"count={self.budget['count']}"
+def baseline_of(spec: MethodSpec) -> str | None:
+    """The label of ``spec``'s iso-token ``pool`` baseline (None for ``none``, pool and adaptive budgets)."""
+    if spec.name in (NONE.name, BASELINE) or spec.budget_key is None:
         return None
-
-    @property
-    def baseline(self) -> str | None:
-        """The label of this entry's iso-token ``pool`` baseline (None for ``none``, pool and adaptive)."""
-        if self.name in ("none", BASELINE) or self.budget_key is None:
-            return None
-        return MethodSpec(BASELINE, dict(self.budget)).label
+    return MethodSpec(BASELINE, dict(spec.budget)).label
 
 
 NONE = MethodSpec("none")
@@ -80,24 +49,13 @@ def parse_item(item: str, ratios: list[float]) -> list[MethodSpec]:
     """One ``--methods`` item (module docstring) as grid entries."""
     name, _, budget = item.strip().partition(":")
     name = name.strip()
-    if name == "none":
-        return [NONE]
     if name == "all":
         if budget:
             raise ValueError("methods: 'all' takes the ratios of --ratios, not a budget of its own")
         return [MethodSpec(n, {"ratio": r}) for n in projector_methods() for r in ratios]
-    if not budget:
-        return [MethodSpec(name, {"ratio": r}) for r in ratios]
-    budget = budget.strip()
-    if budget == "adaptive":
-        return [MethodSpec(name, {"budget": "adaptive"})]
-    if budget.startswith("count="):
-        return [MethodSpec(name, {"count": int(budget[6:])})]
-    try:
-        return [MethodSpec(name, {"ratio": float(budget)})]
-    except ValueError:
-        raise ValueError(f"methods: cannot read the budget of {item!r} (expected name:0.25, name:count=64 "
-                         "or name:adaptive)") from None
+    if budget or name == NONE.name:
+        return [parse_spec(item)]
+    return [MethodSpec(name, {"ratio": r}) for r in ratios]
 
 
 def parse_mapping(entry: dict, ratios: list[float]) -> list[MethodSpec]:
@@ -165,16 +123,19 @@ def complete_grid(specs: list[MethodSpec]) -> list[MethodSpec]:
 
 
 def validate(grid: list[MethodSpec]) -> None:
-    """Build every entry once, so bad names, budgets or stages fail before any model loads."""
-    from vtc.core.registry import build
-
+    """Build every entry once, so bad names, budgets or stages fail before any model loads (one line each)."""
+    problems = []
     for spec in grid:
-        if spec.name == "none":
+        try:
+            compressor = spec.build()
+        except ValueError as err:
+            problems.append(f"{spec.label}: {err}")
             continue
-        compressor = build(spec.name, **spec.budget, **spec.kwargs)
-        if compressor.info.stage not in ("projector", "llm"):
-            raise ValueError(f"methods: {spec.name} runs at stage {compressor.info.stage!r}; vtc eval runs "
-                             "projector- and LLM-stage methods (vtc.apply with a budget)")
+        if compressor is not None and compressor.info.stage not in ("projector", "llm"):
+            problems.append(f"{spec.label}: runs at stage {compressor.info.stage!r}; vtc eval runs projector- and "
+                            "LLM-stage methods (vtc.apply with a budget)")
+    if problems:
+        raise ValueError("methods:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def with_defaults(specs: list[MethodSpec], defaults: dict[str, dict]) -> list[MethodSpec]:

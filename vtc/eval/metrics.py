@@ -23,7 +23,8 @@ from collections import defaultdict
 
 import numpy as np
 
-from vtc.eval.grid import MethodSpec
+from vtc.core.spec import MethodSpec
+from vtc.eval.grid import baseline_of
 
 
 def acc_stderr(values: list[float]) -> float:
@@ -98,10 +99,11 @@ def row(spec: MethodSpec, lines: list[dict], good: list[dict], none_acc: float |
         "prefill_ms": _mean([r["prefill_ms"] for r in good]), "e2e_ms": _mean([r["e2e_ms"] for r in good]),
         "throughput": len(good) / e2e_s if e2e_s > 0 else None,
         "peak_mem_mb": max((r["peak_mem_mb"] for r in good), default=None),
-        "baseline": spec.baseline, "difficult_n": None, "difficult_acc": None, "difficult_none_acc": None,
+        "baseline": baseline_of(spec), "difficult_n": None, "difficult_acc": None, "difficult_none_acc": None,
     }
-    if spec.baseline is not None and (task, model, spec.baseline) in ok:
-        hard = {r["id"] for r in ok[(task, model, spec.baseline)] if not r["correct"]}
+    baseline = baseline_of(spec)
+    if baseline is not None and (task, model, baseline) in ok:
+        hard = {r["id"] for r in ok[(task, model, baseline)] if not r["correct"]}
         mine = [r for r in good if r["id"] in hard]
         out["difficult_n"] = len(mine)
         out["difficult_acc"] = _acc(mine)

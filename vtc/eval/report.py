@@ -27,7 +27,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from vtc.eval.grid import BASELINE, MethodSpec
+from vtc.core.spec import MethodSpec
+from vtc.eval.grid import BASELINE, baseline_of
 from vtc.eval.metrics import difficult_splits
 from vtc.eval.store import write_atomic
 
@@ -84,8 +85,8 @@ def results_json(rows: list[dict], records: list[dict], grid: list[MethodSpec], 
         "vtc": {
             "version": 1,
             "models": models,
-            "grid": [{"label": s.label, "name": s.name, "budget": s.budget, "kwargs": s.kwargs, "baseline": s.baseline}
-                     for s in grid],
+            "grid": [{"label": s.label, "name": s.name, "budget": s.budget, "kwargs": s.kwargs,
+                      "baseline": baseline_of(s)} for s in grid],
             "settings": meta.get("settings", {}),
             "world_size": meta.get("world_size", 1),
             "rows": rows,

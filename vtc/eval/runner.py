@@ -50,9 +50,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vtc.core.spec import MethodSpec
 from vtc.eval.answers import LETTERS, score
 from vtc.eval.data import Item, load_media
-from vtc.eval.grid import MethodSpec
 
 VOLATILE = ("prefill_ms", "e2e_ms", "load_ms", "peak_mem_mb", "batch_size", "rank")
 MC_SUFFIX = "Answer with the option's letter from the given choices directly."
@@ -75,13 +75,6 @@ class Settings:
         return {"frames": self.frames, "fps": self.fps, "max_frames": self.max_frames,
                 "video_backend": self.video_backend, "max_new_tokens": self.max_new_tokens}
 
-def tokens_after(stats: dict) -> list[int]:
-    """Visual tokens per row after compression: entering the LLM, or after the last LLM-stage layer
-    (LLM-stage methods: the layers before it still see them all)."""
-    llm = [e for e in stats.get("stages", []) if e["stage"] == "llm"]
-    return list(llm[-1]["after"] if llm else stats["after"])
-
-
 def line_key(model: str, item: Item, method: str) -> str:
     return f"{model}|{item.key}|{method}"
 
@@ -91,7 +84,7 @@ def build_prompt(processor: Any, item: Item) -> str:
     own = getattr(processor, "build_prompt", None)
     if own is not None and "options" in inspect.signature(own).parameters:
         return own(item.question, item.media_type, options=list(item.options) or None)
-    from vtc.cli import media_prompt
+    from vtc.models.prompt import media_prompt
 
     if item.options:
         lines = [f"{LETTERS[i]}. {o}" for i, o in enumerate(item.options)]
@@ -153,47 +146,28 @@ class ModelRunner:
 
     def run(self, spec: MethodSpec, items: list[Item], media: list[Any]) -> list[dict]:
         """``spec`` on one batch: per sample, the prediction, visual tokens and (shared) timings."""
-        import torch
+        from vtc.models.run import run
 
-        from vtc.core.apply import apply
-        from vtc.core.registry import get_info
-
-        kind = items[0].media_type
         self._sync()
         start = time.perf_counter()
         inputs = self.inputs(items, media)
-        token_id = getattr(self.model.config, f"{kind}_token_id")
-        before = (inputs["input_ids"] == token_id).sum(1).tolist()
         prepared = time.perf_counter() - start
-        handle = None
-        if spec.name != "none":
-            substitute = "received" if "cls_attn" in get_info(spec.name).signals else None
-            handle = apply(self.model, spec.name, cls_substitute=substitute, **spec.budget, **spec.kwargs)
         if self.device.startswith("cuda"):
+            import torch
+
             torch.cuda.reset_peak_memory_stats(self.device)
-        try:
-            with torch.no_grad():
-                self._sync()
-                t0 = time.perf_counter()
-                self.model(**inputs, **self.forward_extra)
-                self._sync()
-                prefill = time.perf_counter() - t0
-                after = tokens_after(handle.stats[0]) if handle is not None else before
-                t1 = time.perf_counter()
-                out = self.model.generate(**inputs, max_new_tokens=self.settings.max_new_tokens, do_sample=False,
-                                          pad_token_id=self.pad_id)
-                answers = self.processor.batch_decode(out[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-                self._sync()
-                generated = time.perf_counter() - t1
-        finally:
-            if handle is not None:
-                handle.remove()
+        result = run(self.model, inputs, spec, max_new_tokens=self.settings.max_new_tokens,
+                     forward_kwargs=self.forward_extra, generate_kwargs={"pad_token_id": self.pad_id}, sync=self._sync)
+        start = time.perf_counter()
+        answers = self.processor.batch_decode(result.new_tokens, skip_special_tokens=True)
+        decoded = time.perf_counter() - start
         n = len(items)
         peak = peak_memory_mb(self.device)
+        e2e = (prepared + result.generate_ms / 1000 + decoded) * 1000 / n
         return [
-            {"prediction": answers[i].strip(), "tokens_before": int(before[i]), "tokens_after": int(after[i]),
-             "prefill_ms": prefill * 1000 / n, "e2e_ms": (prepared + generated) * 1000 / n, "peak_mem_mb": peak,
-             "batch_size": n}
+            {"prediction": answers[i].strip(), "tokens_before": int(result.before[i]),
+             "tokens_after": int(result.after[i]), "prefill_ms": result.prefill_ms / n, "e2e_ms": e2e,
+             "peak_mem_mb": peak, "batch_size": n}
             for i in range(n)
         ]
 

@@ -30,6 +30,7 @@ def cls_attention_indices(scores: Tensor, k: int) -> Tensor:
     paper="arXiv:2412.01818 (FasterVLM); arXiv:2412.05819 (VTC-CLS)",
     signals=("cls_attn",),
     score_based=True,
+    encoder_layers="layers",
 )
 @dataclass(frozen=True)
 class ClsAttention:

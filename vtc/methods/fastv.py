@@ -13,26 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from torch import Tensor
-
 from vtc.core.budget import Budget
-from vtc.core.ops import top_indices
+from vtc.core.ops import check_llm_layer, most_attended
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
 
 
-def most_attended(scores: Tensor, budget: Budget) -> Tensor:
-    """The tokens with the highest attention ``scores [N]`` under ``budget`` (ties to the lower index)."""
-    return top_indices(scores, budget.resolve(scores.shape[0], mass=scores))
-
-
-def check_llm_layer(layer: object, name: str = "layer") -> int:
-    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
-        raise ValueError(f"{name}: expected a decoder layer index >= 0, got {layer!r}")
-    return layer
-
-
-@register("fastv", paper="arXiv:2403.06764", stage="llm", signals=("query_attn",), score_based=True)
+@register("fastv", paper="arXiv:2403.06764", stage="llm", signals=("query_attn",), score_based=True, llm_layers="layer")
 @dataclass(frozen=True)
 class FastV:
     """Visual tokens ranked by the last text token's attention at LLM layer K; the rest dropped after K."""
@@ -41,11 +28,6 @@ class FastV:
 
     def __post_init__(self) -> None:
         check_llm_layer(self.layer)
-
-    @property
-    def layers(self) -> tuple[int, ...]:
-        """The decoder layers after which tokens are dropped."""
-        return (self.layer,)
 
     def select(self, sample: Sample, budget: Budget) -> Selection:
         return Selection.keep(most_attended(sample.query_attn.float(), budget), sample.n)

@@ -56,7 +56,15 @@ def hiprune_indices(middle: Tensor, deep: Tensor, grid: tuple[int, int, int], k:
     return torch.cat([kept_t, registers])
 
 
-@register("hiprune", paper="arXiv:2508.00553", signals=("cls_attn",), score_based=True, video=True)
+@register(
+    "hiprune",
+    paper="arXiv:2508.00553",
+    signals=("cls_attn",),
+    score_based=True,
+    video=True,
+    encoder_layers="layers",
+    attention="attention",
+)
 @dataclass(frozen=True)
 class HiPrune:
     """Middle-layer anchors + their 4-neighbours + deep-layer register tokens."""

@@ -16,50 +16,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
-
 from vtc.core.budget import Budget
-from vtc.core.ops import as_layers, best_match, check_metric, select_layers, similarity_metric, top_indices
+from vtc.core.ops import (
+    as_layers,
+    check_flag,
+    check_metric,
+    iqr_outliers,
+    merge_into_nearest,
+    select_layers,
+    similarity_metric,
+    top_indices,
+)
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
-
-
-def iqr_outliers(scores: Tensor) -> Tensor:
-    """Indices (best first) of the scores above ``Q3 + 1.5 * IQR``; the top score if there are none."""
-    q1, q3 = torch.quantile(scores.double(), torch.tensor([0.25, 0.75], dtype=torch.float64, device=scores.device))
-    fence = q3 + 1.5 * (q3 - q1)
-    count = max(1, int((scores.double() > fence).sum()))
-    return top_indices(scores, count)
-
-
-def merge_into_nearest(keep: Tensor, metric: Tensor, merge: bool = True) -> Tensor:
-    """Representatives: kept tokens keep themselves, every other token joins its most similar kept token."""
-    n = metric.shape[0]
-    rep = torch.full((n,), -1, dtype=torch.long, device=metric.device)
-    rep[keep] = keep
-    others = (rep < 0).nonzero()[:, 0]
-    if merge and others.numel():
-        _, nearest = best_match(metric[others], metric[keep])
-        rep[others] = keep[nearest]
-    return rep
-
-
-@dataclass(frozen=True)
-class _PruMergeBase:
-    layers: tuple[int, ...] = (-2,)
-    metric: str = "auto"
-    merge: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", as_layers(self.layers))
-        check_metric(self.metric)
-        if not isinstance(self.merge, bool):
-            raise ValueError(f"merge: expected True or False, got {self.merge!r}")
-
-    def _scores_and_metric(self, sample: Sample, name: str) -> tuple[Tensor, Tensor]:
-        scores = select_layers(sample.cls_attn, self.layers, name).mean(0)
-        return scores, similarity_metric(sample.features, sample.keys, self.metric, name)
 
 
 @register(
@@ -69,13 +38,24 @@ class _PruMergeBase:
     optional_signals=("keys",),
     static_count=False,
     adaptive=True,
+    encoder_layers="layers",
 )
 @dataclass(frozen=True)
-class PruMerge(_PruMergeBase):
+class PruMerge:
     """IQR outliers of [CLS] attention (adaptive count), rest merged into nearest kept by key similarity."""
 
+    layers: tuple[int, ...] = (-2,)
+    metric: str = "auto"
+    merge: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", as_layers(self.layers))
+        check_metric(self.metric)
+        check_flag(self.merge, "merge")
+
     def select(self, sample: Sample, budget: Budget) -> Selection:
-        scores, metric = self._scores_and_metric(sample, "prumerge")
+        scores = select_layers(sample.cls_attn, self.layers, "prumerge").mean(0)
+        metric = similarity_metric(sample.features, sample.keys, self.metric, "prumerge")
         if budget.kind == "adaptive":
             keep = iqr_outliers(scores)
         else:

@@ -18,10 +18,19 @@ import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import grid_uniform, top_indices
+from vtc.core.ops import (
+    as_layers,
+    check_flag,
+    check_metric,
+    grid_uniform,
+    iqr_outliers,
+    merge_into_nearest,
+    select_layers,
+    similarity_metric,
+    top_indices,
+)
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
-from vtc.methods.prumerge import _PruMergeBase, iqr_outliers, merge_into_nearest
 
 
 def add_uniform(keep: Tensor, uniform: Tensor, scores: Tensor, k: int | None) -> Tensor:
@@ -47,20 +56,27 @@ def add_uniform(keep: Tensor, uniform: Tensor, scores: Tensor, k: int | None) ->
     static_count=False,
     adaptive=True,
     video=True,
+    encoder_layers="layers",
 )
 @dataclass(frozen=True)
-class PruMergePlus(_PruMergeBase):
+class PruMergePlus:
     """PruMerge outliers + spatially uniform samples (adaptive count), rest merged by key similarity."""
 
+    layers: tuple[int, ...] = (-2,)
+    metric: str = "auto"
+    merge: bool = True
     uniform_factor: float = 3.0
 
     def __post_init__(self) -> None:
-        super().__post_init__()
+        object.__setattr__(self, "layers", as_layers(self.layers))
+        check_metric(self.metric)
+        check_flag(self.merge, "merge")
         if not isinstance(self.uniform_factor, (int, float)) or not 0 <= self.uniform_factor <= 100:
             raise ValueError(f"uniform_factor: expected a number in [0, 100], got {self.uniform_factor!r}")
 
     def select(self, sample: Sample, budget: Budget) -> Selection:
-        scores, metric = self._scores_and_metric(sample, "prumerge_plus")
+        scores = select_layers(sample.cls_attn, self.layers, "prumerge_plus").mean(0)
+        metric = similarity_metric(sample.features, sample.keys, self.metric, "prumerge_plus")
         device = scores.device
         if budget.kind == "adaptive":
             outliers = iqr_outliers(scores)

@@ -15,12 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vtc.core.budget import Budget
+from vtc.core.ops import check_llm_layer, most_attended
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
-from vtc.methods.fastv import check_llm_layer, most_attended
 
 
-@register("pyramiddrop", paper="arXiv:2410.17247", stage="llm", signals=("query_attn",))
+@register(
+    "pyramiddrop", paper="arXiv:2410.17247", stage="llm", signals=("query_attn",), llm_layers="layers",
+    llm_budgets=("ratio",),
+)
 @dataclass(frozen=True)
 class PyramidDrop:
     """Multi-stage FastV: keep ``ratio`` of the visual tokens after each listed LLM layer."""

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import best_match, check_metric, similarity_metric, top_indices, work_dtype
+from vtc.core.ops import bipartite_match, check_metric, similarity_metric, work_dtype
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
 
@@ -30,11 +30,8 @@ def bipartite_round(metric: Tensor, sizes: Tensor, r: int) -> tuple[Tensor, Tens
     it stays), and the updated size-weighted metric and sizes (rows of merged-away tokens are stale).
     """
     m = metric.shape[0]
-    a_pos = torch.arange(0, m, 2, device=metric.device)
-    b_pos = torch.arange(1, m, 2, device=metric.device)
-    score, match = best_match(metric[a_pos], metric[b_pos])
-    merged_a = a_pos[top_indices(score, r)]
-    targets = b_pos[match[merged_a // 2]]
+    merged, into = bipartite_match(metric[None], r)
+    merged_a, targets = merged[0], into[0]
     dst = torch.arange(m, device=metric.device)
     dst[merged_a] = targets
     weighted = metric * sizes[:, None]

@@ -13,6 +13,13 @@ Order: unlike the paper's ``cat(unmerged A, B)``, the survivors stay in their or
 merged group is represented by its B token at that token's place. Which patches each output token
 holds (``sources``) is tracked, so model adapters can map merged tokens back to placeholder positions.
 
+Placement (``placement=``). ``"block"`` (the default) is the paper's: inside every block, after the
+attention branch has been added to the residual stream and before the MLP, so each block's MLP already
+runs on the reduced tokens and a tower of ``L`` blocks ends with ``N - L·r`` tokens (a ViT-B/16 at
+``r=8``: 197 - 12·8 = 101). ``"between"`` merges at the input of the next block instead, using the
+previous block's keys: the block that decides a merge still runs its MLP on all tokens, and the last
+block merges nothing (ViT-B/16 at ``r=8``: 109 tokens). Both use the keys of the block that decides.
+
 The functions here are pure tensor code; :class:`MergeState` carries sizes and sources between blocks.
 Model hooks (where the keys come from, how the bias reaches attention) live in ``vtc.models.vit``.
 Ties break towards the lower index: a matched B token is the first of equal scores, and of A tokens
@@ -27,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vtc.core.ops import bipartite_match
 from vtc.core.registry import register
 
 
@@ -43,18 +51,10 @@ def bipartite_plan(metric: Tensor, r: int, protected: int = 0) -> tuple[Tensor, 
     keep = torch.ones(batch, n, dtype=torch.bool, device=metric.device)
     if r == 0:
         return positions.expand(batch, n).clone(), keep
-    work = metric.double() if metric.dtype == torch.float64 else metric.float()
-    unit = work / work.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    a_pos, b_pos = positions[0::2], positions[1::2]
-    scores = unit[:, 0::2] @ unit[:, 1::2].transpose(1, 2)  # [B, |A|, |B|]
-    scores[:, :, b_pos < protected] = -torch.inf
-    match = scores.argmax(dim=-1)  # the first of equal maxima: the lower B index
-    best = scores.gather(-1, match[..., None])[..., 0]
-    best[:, a_pos < protected] = -torch.inf
-    order = torch.sort(best, dim=-1, descending=True, stable=True).indices[:, :r]  # A rows that merge
-    keep.scatter_(1, a_pos[order], False)
+    merged, into = bipartite_match(metric, r, protected)
+    keep.scatter_(1, merged, False)
     target = positions.expand(batch, n).clone()
-    target.scatter_(1, a_pos[order], b_pos[match.gather(1, order)])
+    target.scatter_(1, merged, into)
     rank = torch.cumsum(keep, dim=1) - 1  # output position of each survivor
     return rank.gather(1, target), keep
 
@@ -122,15 +122,21 @@ class MergeState:
         return x
 
 
-@register("tome_encoder", paper="arXiv:2210.09461", stage="encoder")
+PLACEMENTS = ("block", "between")
+
+
+@register("tome_encoder", paper="arXiv:2210.09461", stage="encoder", alias=("tome", "r"))
 @dataclass(frozen=True)
 class ToMeEncoder:
     """ToMe inside the vision tower: r merges per block, proportional attention, sizes tracked."""
 
     r: int | tuple[int, ...] = 8
     proportional: bool = True
+    placement: str = "block"
 
     def __post_init__(self) -> None:
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement: expected one of {PLACEMENTS}, got {self.placement!r}")
         if isinstance(self.r, bool) or not isinstance(self.r, int):  # r_schedule rejects non-sequences
             depth = len(self.r) if isinstance(self.r, Sequence) else 0
             object.__setattr__(self, "r", tuple(r_schedule(self.r, depth)))

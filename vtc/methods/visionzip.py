@@ -59,6 +59,7 @@ def visionzip_rep(scores: Tensor, metric: Tensor, dominant: int, contextual: int
     signals=("cls_attn",),
     optional_signals=("keys",),
     score_based=True,
+    encoder_layers="layers",
 )
 @dataclass(frozen=True)
 class VisionZip:

@@ -1,31 +1,10 @@
-"""Model adapters, one per family, chosen by ``model.config.model_type``."""
+"""Model adapters, one per family, chosen by ``model.config.model_type``; `apply`, loading and checks."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from vtc.models.apply import apply
 from vtc.models.base import Adapter
 from vtc.models.loading import load
+from vtc.models.registry import adapter_class, adapter_for, supported_model_types
 
-__all__ = ["Adapter", "adapter_for", "load", "supported_model_types"]
-
-
-def _adapters() -> dict[str, type[Adapter]]:
-    from vtc.models import llava, llava_next, qwen_vl
-
-    return {t: cls for module in (llava, llava_next, qwen_vl) for cls in module.ADAPTERS for t in cls.model_types}
-
-
-def supported_model_types() -> list[str]:
-    return sorted(_adapters())
-
-
-def adapter_for(model: Any, cls_substitute: str | None = None) -> Adapter:
-    """The adapter for ``model``; an unsupported model raises a ValueError listing the supported types."""
-    model_type = getattr(getattr(model, "config", None), "model_type", None)
-    adapters = _adapters()
-    if model_type not in adapters:
-        raise ValueError(
-            f"model: vtc.apply does not support model_type {model_type!r}; supported: {', '.join(sorted(adapters))}"
-        )
-    return adapters[model_type](model, cls_substitute)
+__all__ = ["Adapter", "adapter_class", "adapter_for", "apply", "load", "supported_model_types"]

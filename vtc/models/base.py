@@ -185,8 +185,8 @@ def methods_without_cls() -> str:
     for info in list_methods():
         if "cls_attn" not in info.signals:
             names.append(info.name)
-        elif "attention" in info.kwargs:
-            names.append(f"{info.name} (attention='received')")
+        elif info.attention_field is not None:
+            names.append(f"{info.name} ({info.attention_field}='received')")
     return ", ".join(names)
 
 
@@ -200,6 +200,7 @@ def stack_padded(pieces: list[Tensor], width: int) -> Tensor:
 
 CLS_SUBSTITUTES = (None, "received")
 ENCODER_STAGE_MODELS = ("llava",)
+CLS_TOWERS = ("clip_vision_model",)  # vision towers whose first token is a [CLS]
 
 
 def keep_all() -> Compressor:
@@ -273,6 +274,10 @@ class Adapter:
     def finish(self, kwargs: dict[str, Any], generating: bool) -> None:
         """Last touch on the rewritten call (e.g. compact text positions, rope deltas); default none."""
 
+    def touched_attributes(self) -> list[tuple[Any, str]]:
+        """``(object, attribute)`` pairs the adapter sets while patched; ``remove()`` puts their values back."""
+        return []
+
     def visual_token_ids(self) -> set[int]:
         """Placeholder ids of every modality the model takes."""
         return {self.token_id(modality) for modality in self.media_keys}
@@ -280,15 +285,91 @@ class Adapter:
     def decoder_layers(self) -> Any:
         return self.model.model.language_model.layers
 
-    def check_encoder_stage(self) -> None:
-        """Raise unless this family supports the encoder stage (``tome_encoder`` inside its tower)."""
-        raise ValueError(
-            f"{self.encoder.info.name}: the encoder stage is not supported on {self.model.config.model_type}; it runs "
-            f"on {', '.join(ENCODER_STAGE_MODELS)} (CLIP or SigLIP towers)"
-        )
+    # -- what a model of this family can run, from its config alone (checked before any forward) ----------
 
-    def check_llm_stage(self, compressor: Compressor) -> None:
-        """Raise if the LLM stage cannot run at the compressor's layers; default: any layer."""
+    @classmethod
+    def has_cls(cls, config: Any) -> bool:
+        """Whether the vision tower's first token is a [CLS] (CLIP) rather than a patch (SigLIP, Qwen's ViT)."""
+        return getattr(config.vision_config, "model_type", None) in CLS_TOWERS
+
+    @classmethod
+    def tower_depth(cls, config: Any) -> int:
+        """Blocks of the vision tower (the layers methods' ``encoder_layers`` index)."""
+        return int(config.vision_config.num_hidden_layers)
+
+    @classmethod
+    def llm_depth(cls, config: Any) -> int:
+        return int(config.get_text_config().num_hidden_layers)
+
+    @classmethod
+    def supports_encoder_stage(cls, config: Any) -> bool:
+        return False
+
+    @classmethod
+    def llm_stage_problem(cls, config: Any, compressor: Compressor) -> str | None:
+        """A family's own limit on the LLM stage's layers (e.g. Qwen3-VL's deepstack); default none."""
+        return None
+
+    @classmethod
+    def problems(cls, config: Any, stages: dict[str, Compressor], cls_substitute: str | None) -> list[str]:
+        """Why these stages cannot run on a model with this config: one message per problem (empty: fine).
+
+        Checked: the stage is supported; LLM-stage layers leave a decoder layer after them and fit the
+        family's limits, with a budget the method accepts there; the encoder layers a method reads exist;
+        a method that needs [CLS] attention gets it, or ``cls_substitute`` stands in for it.
+        """
+        out = []
+        model_type = config.model_type
+        for stage, compressor in stages.items():
+            info = compressor.info
+            if stage == "encoder" and not cls.supports_encoder_stage(config):
+                out.append(
+                    f"{info.name}: the encoder stage is not supported on {model_type}; it runs on "
+                    f"{', '.join(ENCODER_STAGE_MODELS)} (CLIP or SigLIP towers)"
+                )
+            if stage == "llm":
+                depth, layers = cls.llm_depth(config), compressor.llm_layers
+                if layers[-1] >= depth - 1:
+                    out.append(
+                        f"{info.name}: layer(s) {layers} must leave a decoder layer after them; this LLM has layers "
+                        f"0..{depth - 1}, so use indices <= {depth - 2}"
+                    )
+                family = cls.llm_stage_problem(config, compressor)
+                if family is not None:
+                    out.append(family)
+                if info.llm_budgets is not None and compressor.budget.kind not in info.llm_budgets:
+                    out.append(
+                        f"{info.name}: inside the LLM its budget is a {' or '.join(info.llm_budgets)} (e.g. ratio=0.5, "
+                        f"kept at each layer), got {compressor.budget}"
+                    )
+            layers = compressor.encoder_layers
+            if layers:
+                depth = cls.tower_depth(config)
+                outside = [i for i in layers if not -depth <= i < depth]
+                if outside:
+                    out.append(
+                        f"{info.name}: reads encoder layer(s) {outside}, but the {model_type} vision tower has {depth} "
+                        f"layers (indices {-depth}..{depth - 1}); pass layers= that fit"
+                    )
+            needs_cls = "cls_attn" in info.signals and compressor.attention_mode != "received"
+            if needs_cls and not cls.has_cls(config) and cls_substitute is None:
+                out.append(
+                    f"{info.name}: needs [CLS] attention (cls_attn), but the {model_type} vision tower "
+                    f"({config.vision_config.model_type}) has no [CLS] token; pass cls_substitute='received' to "
+                    "vtc.apply to score tokens by the attention they receive, or use a method that works without "
+                    f"cls_attn: {methods_without_cls()}"
+                )
+        return out
+
+    def recorded_attention(self, compressor: Compressor) -> str | None:
+        """The attention to record as the compressor's ``cls_attn``: ``"cls"``, ``"received"``, or None when
+        it does not read one (or reads it optionally and this tower cannot give it)."""
+        if not compressor.info.reads_cls_attn:
+            return None
+        mode = compressor.attention_mode
+        if mode == "received" or self.has_cls(self.model.config):
+            return mode
+        return "received" if self.cls_substitute == "received" else None
 
 
 def _delegate(target: Callable, original: Callable) -> Callable:
@@ -334,18 +415,19 @@ class Patch:
         self.adapter = adapter
         self.stages = stages
         self.compressor = stages.get("projector")
+        problems = adapter.problems(model.config, stages, adapter.cls_substitute)
+        if problems:
+            raise ValueError("\n".join(problems))
         adapter.encoder = stages.get("encoder")
-        if adapter.encoder is not None:
-            adapter.check_encoder_stage()
         self.llm = None
         if "llm" in stages:
             from vtc.models.llm_stage import LLMStage
 
-            adapter.check_llm_stage(stages["llm"])
             self.llm = LLMStage(adapter.decoder_layers(), stages["llm"], adapter.visual_token_ids())
         self.stats: list[dict[str, Any]] = []
         self._generating: dict[str, Any] | None = None
         self._saved = {name: model.__dict__.get(name) for name in ("forward", "generate")}
+        self._saved_attributes = [(obj, name, getattr(obj, name)) for obj, name in adapter.touched_attributes()]
         self._orig_forward: Callable = model.forward
         self._orig_generate: Callable = model.generate
         self._forward_signature = inspect.signature(self._orig_forward)
@@ -368,6 +450,8 @@ class Patch:
                 setattr(self.model, name, saved)
         if self.llm is not None:
             self.llm.remove()
+        for obj, name, value in self._saved_attributes:
+            setattr(obj, name, value)
         self.adapter.encoder = None
         del self.model._vtc_patch
 

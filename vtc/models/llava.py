@@ -47,10 +47,11 @@ class LlavaAdapter(Adapter):
         strategy = inputs.get("vision_feature_select_strategy", cfg.vision_feature_select_strategy)
         layers = self.vision_layers()
         wanted = set(compressor.info.signals) | set(compressor.info.optional_signals)
+        mode = self.recorded_attention(compressor)
         attn_layers = []
-        if "cls_attn" in wanted:
-            asked = getattr(compressor.config, "layers", (-2,))
-            attn_layers = [encoder_layer(i, len(layers), f"layers of {compressor.info.name}") for i in asked]
+        if mode is not None:
+            attn_layers = [encoder_layer(i, len(layers), f"layers of {compressor.info.name}")
+                           for i in compressor.encoder_layers]
         last = feature_layer if isinstance(feature_layer, int) else feature_layer[-1]
         key_layer = encoder_layer(last if last < 0 else last - 1, len(layers), "vision_feature_layer")
         probed = set(attn_layers) | ({key_layer} if "keys" in wanted else set())
@@ -71,7 +72,8 @@ class LlavaAdapter(Adapter):
         grid = (1, side, side) if drop_cls and side * side == counts[0] else (1, 1, counts[0])
         extra: dict[str, Any] = {}
         if merging is not None:  # the tower merged tokens: describe them in the tower's source tokens
-            snapshot = merging.snapshots[max(feature_layer % (len(layers) + 1) - 1, 0)]
+            k = feature_layer % (len(layers) + 1)  # hidden state k: the embeddings (0) or block k-1's output
+            snapshot = merging.inputs[0] if k == 0 else merging.snapshots[k - 1]
             sources = snapshot.sources[:, drop_cls:] - drop_cls
             extra["grids"] = [[1, side, side] if side * side == sources.shape[1] else [1, 1, sources.shape[1]]] * len(
                 features
@@ -86,14 +88,13 @@ class LlavaAdapter(Adapter):
             )
             grid = (1, 1, counts[0])
             for i in attn_layers:
-                if merging.snapshots[i].sizes.shape[1] != counts[0] + drop_cls:
+                if merging.inputs[i].sizes.shape[1] != counts[0] + drop_cls:
                     raise ValueError(
                         f"layers of {compressor.info.name}: with tome_encoder, attention can be read only where the "
-                        f"tower has the feature layer's tokens; layer {i} has {merging.snapshots[i].sizes.shape[1]}"
+                        f"tower has the feature layer's tokens; layer {i} has {merging.inputs[i].sizes.shape[1]}"
                     )
         signals: dict[str, Tensor] = {}
         if attn_layers:
-            mode = getattr(compressor.config, "attention", "cls")
             signals["cls_attn"] = attention_rows(probe, attn_layers, mode)[:, :, drop_cls:]
         if "keys" in wanted:
             signals["keys"] = probe.keys(key_layer)[:, drop_cls:]
@@ -122,9 +123,9 @@ class LlavaAdapter(Adapter):
             )
         return encoder_merging(self.encoder, tower_of(self.model.model.vision_tower))
 
-    def check_encoder_stage(self) -> None:
-        if type(self) is not LlavaAdapter:
-            super().check_encoder_stage()
+    @classmethod
+    def supports_encoder_stage(cls, config: Any) -> bool:
+        return config.model_type in cls.model_types and cls is LlavaAdapter
 
     def pack(self, encoded: Encoded, compressed: Compressed) -> BaseModelOutputWithPooling:
         kept = [compressed.features[i, : int(k)] for i, k in enumerate(compressed.counts)]

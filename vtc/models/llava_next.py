@@ -71,7 +71,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from vtc.core.registry import Compressor
 from vtc.core.types import Compressed, VisualTokens
 from vtc.models.attention import AttentionProbe, attention_rows
-from vtc.models.base import Encoded, assign_rows, methods_without_cls, question_text, stack_padded
+from vtc.models.base import Encoded, assign_rows, question_text, stack_padded
 from vtc.models.llava import LlavaAdapter, encoder_layer
 
 
@@ -186,9 +186,6 @@ class LlavaNextAdapter(LlavaAdapter):
     media_keys = {"image": ("pixel_values", "image_sizes")}
     shared_keys = ("vision_feature_layer", "vision_feature_select_strategy")  # apply to every modality
 
-    def has_cls(self) -> bool:
-        return hasattr(self.model.model.vision_tower.embeddings, "class_embedding")
-
     def pop_media(self, kwargs: dict[str, Any]) -> dict[str, dict[str, Any]]:
         media = super().pop_media(kwargs)
         if media:
@@ -211,21 +208,9 @@ class LlavaNextAdapter(LlavaAdapter):
         strategy = inputs.get("vision_feature_select_strategy", cfg.vision_feature_select_strategy)
         drop_cls = 1 if strategy == "default" else 0
         attn_layers: list[int] = []
-        mode = getattr(compressor.config, "attention", "cls")
-        record = "cls_attn" in wanted
-        if record and mode != "received" and not self.has_cls():
-            if self.cls_substitute is None and "cls_attn" in info.signals:
-                raise ValueError(
-                    f"{info.name}: needs [CLS] attention (cls_attn), but the {cfg.model_type} vision tower "
-                    f"({cfg.vision_config.model_type}) has no [CLS] token; pass cls_substitute='received' to "
-                    "vtc.apply to score tokens by the attention they receive, or use a method that works "
-                    f"without cls_attn: {methods_without_cls()}"
-                )
-            record = self.cls_substitute == "received"  # an optional cls_attn is left out without one
-            mode = "received"
-        if record:
-            asked = getattr(compressor.config, "layers", (-2,))
-            attn_layers = [encoder_layer(i, len(layers), f"layers of {info.name}") for i in asked]
+        mode = self.recorded_attention(compressor)
+        if mode is not None:
+            attn_layers = [encoder_layer(i, len(layers), f"layers of {info.name}") for i in compressor.encoder_layers]
         key_layer = None
         if "keys" in wanted:
             feature_layer = inputs.get("vision_feature_layer", cfg.vision_feature_layer)

@@ -76,17 +76,8 @@ class LLMStage:
         self.layers = layers
         self.compressor = compressor
         self.visual_ids = sorted(visual_ids)
-        self.stage_layers = tuple(compressor.config.layers)
+        self.stage_layers = compressor.llm_layers  # checked against the depth by Adapter.problems
         depth = len(layers)
-        if self.stage_layers[-1] >= depth - 1:
-            raise ValueError(
-                f"{compressor.info.name}: layer(s) {self.stage_layers} must leave a decoder layer after them; "
-                f"this LLM has layers 0..{depth - 1}, so use indices <= {depth - 2}"
-            )
-        if compressor.info.name == "pyramiddrop" and compressor.budget.kind != "ratio":
-            raise ValueError(
-                f"pyramiddrop: the budget is the ratio kept at each stage (ratio=0.5), got {compressor.budget}"
-            )
         impl = layers[0].self_attn.config._attn_implementation
         if impl not in MASK_FORMATS:
             raise ValueError(
@@ -98,7 +89,6 @@ class LLMStage:
         self.prefill_cols: dict[int, Pruned] = {}  # stage layer -> the prompt columns after it (prefill and decode)
         self.prompt_length = 0
         self.records: list[dict[str, Any]] = []
-        self._pinned: list[Tensor] | None = None  # tests: force the kept visual columns of each stage
         self._hooks: list[Any] = []
         self._restore = observe_attention({layers[k].self_attn: _QueryObserver(self, k) for k in self.stage_layers})
         for k in self.stage_layers:
@@ -223,12 +213,8 @@ class LLMStage:
                 row_mask[i, : where.numel()] = True
             tokens = VisualTokens(features=features, mask=row_mask, query_attn=scores)
             compressed = self.compressor(tokens)
-            stage = self.stage_layers.index(layer)
             for i, b in enumerate(rows):
                 kept = compressed.index[i, : int(compressed.counts[i])]
-                if self._pinned is not None:
-                    wanted = self._pinned[stage][b]
-                    kept = torch.nonzero(torch.isin(cols[b, positions[i]], wanted))[:, 0]
                 dropped = torch.ones(positions[i].numel(), dtype=torch.bool, device=hidden.device)
                 dropped[kept] = False
                 keep[b, positions[i][dropped]] = False

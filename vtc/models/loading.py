@@ -16,7 +16,7 @@ def load(name_or_path: str, *, dtype: Any = None, device: str = "cpu", trust_rem
     """``(model, processor)`` for an embedded model name, a local folder or a hub id (weights: safetensors only)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    source = str(EMBEDDED.get(name_or_path, name_or_path))
+    source = _source(name_or_path)
     try:
         model = AutoModelForImageTextToText.from_pretrained(
             source, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
@@ -34,3 +34,28 @@ def load(name_or_path: str, *, dtype: Any = None, device: str = "cpu", trust_rem
             f"(embedded models: {known}): {err}"
         ) from err
     return model.to(device).eval(), processor
+
+
+def _source(name_or_path: str) -> str:
+    return str(EMBEDDED.get(name_or_path, name_or_path))
+
+
+def load_config(name_or_path: str, *, trust_remote_code: bool = False) -> Any:
+    """The model's config alone (no weights): what the checks before a run need."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(_source(name_or_path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"model: cannot read the config of {name_or_path!r}: {err}") from None
+
+
+def max_options(name_or_path: str) -> int | None:
+    """The most answer options the model's prompt format offers (embedded models' processors declare it);
+    None: no limit known."""
+    source = Path(_source(name_or_path))
+    if not (source / "vtc_processor.json").exists():
+        return None
+    from vtc.tiny.model import TinyProcessor
+
+    return TinyProcessor.from_pretrained(source).max_options

@@ -59,7 +59,6 @@ from vtc.models.base import (
     Adapter,
     Encoded,
     assign_rows,
-    methods_without_cls,
     question_text,
     slot_means,
     stack_padded,
@@ -152,6 +151,9 @@ class QwenVLAdapter(Adapter):
     def tower(self) -> Any:
         return self.model.model.visual
 
+    def touched_attributes(self) -> list[tuple[Any, str]]:
+        return [(self.model.model, "rope_deltas")]  # finish() sets the decode-time offset of the pruned prompt
+
     def merge_size(self) -> int:
         return int(self.model.config.vision_config.spatial_merge_size)
 
@@ -196,22 +198,13 @@ class QwenVLAdapter(Adapter):
         positions, _ = self.model.model.get_rope_index(input_ids, **rope)
         return positions  # [3, B, L], what the unpatched forward computes
 
-    def _attention_layers(self, compressor: Compressor, wanted: set[str]) -> list[int]:
-        if "cls_attn" not in wanted:
+    def _attention_layers(self, compressor: Compressor) -> list[int]:
+        """Blocks whose received attention stands for ``cls_attn`` (Qwen's ViT has no [CLS])."""
+        if self.recorded_attention(compressor) is None:
             return []
         info = compressor.info
-        mode = getattr(compressor.config, "attention", "cls")
-        if mode != "received" and self.cls_substitute is None:
-            if "cls_attn" not in info.signals:
-                return []  # optional: the method runs without it
-            raise ValueError(
-                f"{info.name}: needs [CLS] attention (cls_attn), but the {self.model.config.model_type} vision "
-                "tower has no [CLS] token; pass cls_substitute='received' to vtc.apply to score tokens by the "
-                f"attention they receive, or use a method that works without cls_attn: {methods_without_cls()}"
-            )
         depth = len(self.tower().blocks)
-        asked = getattr(compressor.config, "layers", (-2,))
-        return [encoder_layer(i, depth, f"layers of {info.name}") for i in asked]
+        return [encoder_layer(i, depth, f"layers of {info.name}") for i in compressor.encoder_layers]
 
     def encode(
         self, modality: str, inputs: dict[str, Any], compressor: Compressor, input_ids: Tensor, attention_mask: Tensor
@@ -219,7 +212,7 @@ class QwenVLAdapter(Adapter):
         pixel_key, grid_key = self.media_keys[modality][:2]
         grid = inputs[grid_key]
         wanted = set(compressor.info.signals) | set(compressor.info.optional_signals)
-        attn_layers = self._attention_layers(compressor, wanted)
+        attn_layers = self._attention_layers(compressor)
         blocks = self.tower().blocks
         key_block = len(blocks) - 1
         encode = getattr(self.model.model, f"get_{modality}_features")
@@ -273,15 +266,21 @@ class QwenVLAdapter(Adapter):
         levels = [[slot_means(level[i], compressed, i) for i in range(len(kept))] for level in deepstack]
         return encoded.extra["output_type"](pooler_output=kept, deepstack_features=levels)
 
-    def check_llm_stage(self, compressor: Compressor) -> None:
+    @classmethod
+    def tower_depth(cls, config: Any) -> int:
+        return int(config.vision_config.depth)
+
+    @classmethod
+    def llm_stage_problem(cls, config: Any, compressor: Compressor) -> str | None:
         """Qwen3-VL adds deepstack features to the visual tokens after its first LLM layers: drop after those."""
-        levels = len(getattr(self.model.config.vision_config, "deepstack_visual_indexes", None) or [])
-        first = min(compressor.config.layers)
+        levels = len(getattr(config.vision_config, "deepstack_visual_indexes", None) or [])
+        first = min(compressor.llm_layers)
         if first < levels:
-            raise ValueError(
-                f"{compressor.info.name}: {self.model.config.model_type} adds deepstack features to the visual tokens "
-                f"after LLM layers 0..{levels - 1}; drop tokens after a later layer (layer >= {levels}), got {first}"
+            return (
+                f"{compressor.info.name}: {config.model_type} adds deepstack features to the visual tokens after LLM "
+                f"layers 0..{levels - 1}; drop tokens after a later layer (layer >= {levels}), got {first}"
             )
+        return None
 
     def finish(self, kwargs: dict[str, Any], generating: bool) -> None:
         positions, mask = kwargs["position_ids"], kwargs["attention_mask"]

@@ -32,6 +32,9 @@ from vtc.data import shapes
 
 WEIGHTS = Path(__file__).parent / "weights"
 EMBEDDED: dict[str, Path] = {name: WEIGHTS / name for name in ("vtc-tiny-llava", "vtc-tiny-qwen2vl")}
+# Method kwargs that fit the embedded models, whose towers have 4 blocks and LLMs 4 layers: HiPrune's default
+# layers (8, -2) name a 24-block CLIP, PyramidDrop's (8, 16, 24) a 32-layer LLM.
+METHOD_KWARGS = {"hiprune": {"layers": (1, -2)}, "pyramiddrop": {"layers": (0, 1, 2)}}
 
 FAMILIES = ("llava", "qwen2_vl")
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>", "<video>", "<|vision_start|>", "<|vision_end|>"]
@@ -232,6 +235,12 @@ class TinyProcessor:
         return out
 
     # --------------------------------------------------------------------- text
+    @property
+    def max_options(self) -> int:
+        """The most answer options a prompt can offer: the option letters its vocabulary holds (A, B, ...)."""
+        vocab = self.tokenizer.get_vocab()
+        return next((i for i, letter in enumerate(shapes.LETTERS) if letter not in vocab), len(shapes.LETTERS))
+
     def build_prompt(self, question: str, media: str = "image", options: list[str] | None = None) -> str:
         """The prompt format the tiny models were trained on, for one image or video and a question."""
         return prompt(question, options, {"image": self.image_token, "video": self.video_token}[media])

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from vtc.core.registry import STAGES, Compressor, build
+from vtc.models.base import Patch
+from vtc.models.registry import adapter_for
 
 MethodSpec = str | Compressor | tuple[str, dict[str, Any]]
 
@@ -66,8 +68,5 @@ def apply(
     Returns the handle: ``.stats`` (tokens before/after per sample and per stage, per forward),
     ``.remove()``, and ``with vtc.apply(...):`` which removes the patch on exit.
     """
-    from vtc.models import adapter_for
-    from vtc.models.base import Patch
-
     stages = build_chain(method, kwargs)
     return Patch(model, adapter_for(model, cls_substitute), stages)
