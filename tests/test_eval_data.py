@@ -134,18 +134,22 @@ def test_item_key():
 def test_grid_always_has_none_and_the_iso_token_pool():
     grid = build_grid("divprune:0.25,visionzip:0.11,tome:count=16,prumerge:adaptive,divprune:0.25", [0.25])
     labels = [s.label for s in grid]
-    assert labels == ["none", "pool:0.25", "divprune:0.25", "pool:0.11", "visionzip:0.11", "pool:count=16",
-                      "tome:count=16", "prumerge:adaptive"]
-    assert [baseline_of(s) for s in grid] == [None, None, "pool:0.25", None, "pool:0.11", None, "pool:count=16", None]
-    assert [s.label for s in build_grid("none", [0.5])] == ["none"]
+    assert labels == ["none", "text-only", "pool:0.25", "divprune:0.25", "pool:0.11", "visionzip:0.11",
+                      "pool:count=16", "tome:count=16", "prumerge:adaptive"]
+    assert [baseline_of(s) for s in grid] == [None, None, None, "pool:0.25", None, "pool:0.11", None, "pool:count=16",
+                                              None]
+    assert [s.label for s in build_grid("none", [0.5])] == ["none", "text-only"]
     bare = [s.label for s in parse_methods("divprune", [0.25, 0.11])]
     assert bare == ["divprune:0.25", "divprune:0.11"]
     every = build_grid("all", [0.25, 0.11])
     import vtc
 
     projector = {m.name for m in vtc.list_methods() if m.stage == "projector"}
-    assert {s.name for s in every} == projector | {"none"} and len(every) == 1 + 2 * len(projector)
-    assert complete_grid([MethodSpec(BASELINE, {"ratio": 0.5})])[1].label == "pool:0.5"  # no duplicate
+    assert {s.name for s in every} == projector | {"none", "text-only"} and len(every) == 2 + 2 * len(projector)
+    default = [s.label for s in build_grid("default", [0.25, 0.11])]
+    assert default == ["none", "text-only", "pool:0.25", "divprune:0.25", "visionzip:0.25", "fastv:0.25", "pool:0.11",
+                       "divprune:0.11", "visionzip:0.11", "fastv:0.11"]
+    assert complete_grid([MethodSpec(BASELINE, {"ratio": 0.5})])[2].label == "pool:0.5"  # no duplicate
 
 
 def test_grid_from_yaml_and_json(tmp_path):
@@ -153,11 +157,12 @@ def test_grid_from_yaml_and_json(tmp_path):
     path.write_text(json.dumps({"ratios": [0.5], "methods": ["divprune", {"name": "dart", "ratio": 0.25, "pivots": 4},
                                                              {"name": "tome", "count": 8}]}))
     assert [s.label for s in build_grid(str(path), [0.1])] == [
-        "none", "pool:0.5", "divprune:0.5", "pool:0.25", "dart:0.25[pivots=4]", "pool:count=8", "tome:count=8"]
+        "none", "text-only", "pool:0.5", "divprune:0.5", "pool:0.25", "dart:0.25[pivots=4]", "pool:count=8",
+        "tome:count=8"]
     pytest.importorskip("yaml")
     yml = tmp_path / "grid.yaml"
     yml.write_text("- none\n- visionzip:0.11\n")
-    assert [s.label for s in build_grid(str(yml), [0.25])] == ["none", "pool:0.11", "visionzip:0.11"]
+    assert [s.label for s in build_grid(str(yml), [0.25])] == ["none", "text-only", "pool:0.11", "visionzip:0.11"]
 
 
 def test_grid_errors():

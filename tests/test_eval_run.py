@@ -87,27 +87,33 @@ def subprocess_env() -> dict:
 def test_output_files_and_error_lines(setup, capsys):
     out = setup["out"]
     records = lines(out)
-    assert len(records) == 6 * 3 and len({r["key"] for r in records}) == 18
-    assert {r["method"] for r in records} == {"none", "pool:0.25", "divprune:0.25"}
+    assert len(records) == 6 * 4 and len({r["key"] for r in records}) == 24
+    assert {r["method"] for r in records} == {"none", "text-only", "pool:0.25", "divprune:0.25"}
     for r in records:
         assert {"key", "task", "id", "model", "method", "status", "error", "prediction", "extracted", "correct",
-                "tokens_before", "tokens_after", "prefill_ms", "e2e_ms", "peak_mem_mb", "answer"} <= set(r)
+                "tokens_before", "tokens_after", "prefill_ms", "e2e_ms", "peak_mem_mb", "answer", "question",
+                "options", "doc_id", "doc", "target", "resps", "filtered_resps", "acc"} <= set(r)
+    assert {r["doc_id"] for r in records} == set(range(6)) and all(r["doc"]["question"] for r in records)
     errors = {r["id"]: r["error"] for r in records if r["status"] == "error"}
     assert set(errors) == {"corrupt", "missing"}
     assert "cannot decode" in errors["corrupt"] or "no frames" in errors["corrupt"]
     assert "no such file" in errors["missing"]
     ok = [r for r in records if r["status"] == "ok"]
-    videos = [r for r in ok if r["media_type"] == "video"]
-    assert all(r["tokens_before"] == 2 * 49 for r in videos)  # 4 frames at 112 px: 2 temporal x 7 x 7
-    assert all(r["tokens_after"] < r["tokens_before"] for r in ok if r["method"] != "none")
+    videos = [r for r in ok if r["media_type"] == "video" and r["method"] != "text-only"]
+    assert videos and all(r["tokens_before"] == 2 * 49 for r in videos)  # 4 frames at 112 px: 2 temporal x 7 x 7
+    assert all(r["tokens_after"] < r["tokens_before"] for r in ok if r["method"] not in ("none", "text-only"))
+    assert all(r["tokens_before"] == r["tokens_after"] == 0 for r in ok if r["method"] == "text-only")
     assert all(r["prefill_ms"] > 0 and r["e2e_ms"] > 0 and r["peak_mem_mb"] > 0 for r in ok)
 
     results = json.loads((out / "results.json").read_text())
-    task = "data"
-    assert {"acc,none", "acc_stderr,none", "acc,pool:0.25", "acc,divprune:0.25"} <= set(results["results"][task])
-    assert results["vtc"]["totals"]["errors"] == 6 and results["vtc"]["totals"]["samples_with_errors"] == 2
+    assert len(results["vtc"]["runs"]) == 4  # one lmms-eval run per (model, method)
+    run = next((out / "lmms_eval").glob("*__divprune_0.25"))
+    saved = json.loads(next(run.glob("*_results.json")).read_text())
+    assert {"acc,none", "acc_stderr,none"} <= set(saved["results"]["data"])
+    assert saved["config"]["model_args"].endswith("method=divprune,ratio=0.25")
+    assert results["vtc"]["totals"]["errors"] == 8 and results["vtc"]["totals"]["samples_with_errors"] == 2
     rows = results["vtc"]["rows"]
-    assert [r["method"] for r in rows] == ["none", "pool:0.25", "divprune:0.25"]
+    assert [r["method"] for r in rows] == ["none", "text-only", "pool:0.25", "divprune:0.25"]
     assert all(r["n"] == 6 and r["n_errors"] == 2 for r in rows)
     assert "## Errors" in (out / "summary.md").read_text()
     for name in ("summary.csv", "run.json"):
@@ -119,7 +125,7 @@ def test_output_files_and_error_lines(setup, capsys):
     capsys.readouterr()
     assert main([*setup["args"], "--out", str(out)]) == 0  # the same command again: nothing left to run
     assert (out / "samples.jsonl").read_bytes() == before
-    assert "resuming the run in" in capsys.readouterr().err and "18 of its 18 (model, sample, method) lines" in err_of(
+    assert "resuming the run in" in capsys.readouterr().err and "24 of its 24 (model, sample, method) lines" in err_of(
         capsys, setup, out)
 
 
@@ -149,7 +155,7 @@ def test_resume_refuses_other_settings(setup, capsys):
 def test_resume_after_sigkill_equals_an_uninterrupted_run(setup, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, str(setup["entry"]), *setup["args"], "--out", str(out)]
-    kill_at = random.Random().randint(1, 17)  # a random point; printed on failure
+    kill_at = random.Random().randint(1, 23)  # a random point; printed on failure
     log = tmp_path / "stderr.txt"
     with open(log, "wb") as err:  # a file, not a pipe: a full pipe would stall the run
         proc = subprocess.Popen(cmd, env={**subprocess_env(), "VTC_TEST_LINE_DELAY": "0.25"}, stdout=subprocess.DEVNULL,
@@ -164,12 +170,12 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(setup, tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     written = path.read_bytes().count(b"\n")
-    assert kill_at <= written < 18, f"kill_at={kill_at}"
+    assert kill_at <= written < 24, f"kill_at={kill_at}"
     with open(path, "ab") as f:  # what a kill in the middle of a write leaves
         f.write(b'{"key": "' + setup["model"].encode() + b'|data/shapes-val-0000')
     assert main([*setup["args"], "--out", str(out), "--no-progress"]) == 0
     resumed = lines(out)
-    assert len(resumed) == 18 and len({r["key"] for r in resumed}) == 18, f"kill_at={kill_at}"
+    assert len(resumed) == 24 and len({r["key"] for r in resumed}) == 24, f"kill_at={kill_at}"
     assert stable(resumed) == stable(lines(setup["out"])), f"kill_at={kill_at}"
 
 
@@ -185,19 +191,20 @@ def test_two_process_sharded_run_equals_one_process(setup, tmp_path):
     assert stable(records) == stable(lines(setup["out"]))
     mine = json.loads((out / "results.json").read_text())
     reference = json.loads((setup["out"] / "results.json").read_text())
-    assert mine["results"] == reference["results"] and mine["vtc"]["world_size"] == 2
+    accs = lambda res: [(r["model"], r["method"], r["acc"]) for r in res["vtc"]["rows"]]  # noqa: E731
+    assert accs(mine) == accs(reference) and mine["vtc"]["world_size"] == 2
     assert mine["vtc"]["totals"] == reference["vtc"]["totals"]
 
 
 def test_builtin_benchmark(setup, tmp_path, capsys):
     defaults = parser().parse_args([])
-    assert (defaults.data, defaults.methods, defaults.ratios, defaults.model) == ([], "all", "0.25,0.11", None)
+    assert (defaults.data, defaults.methods, defaults.ratios, defaults.model) == ([], "default", "0.25,0.11", None)
     assert DEFAULT_MODELS == ("vtc-tiny-llava", "vtc-tiny-qwen2vl")
     import vtc
 
     projector = [m.name for m in vtc.list_methods() if m.stage == "projector"]
     grid = build_grid("all", [0.25, 0.11], BUILTIN_KWARGS)
-    assert len(grid) == 1 + 2 * len(projector) and {s.name for s in grid} == {"none", *projector}
+    assert len(grid) == 2 + 2 * len(projector) and {s.name for s in grid} == {"none", "text-only", *projector}
 
     llava = save_model(tmp_path / "llava", "llava")
     out = tmp_path / "builtin"
@@ -207,8 +214,8 @@ def test_builtin_benchmark(setup, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "shapes-video" in printed and "pool:0.25" in printed
     results = json.loads((out / "results.json").read_text())
-    assert set(results["results"]) == {f"shapes-image@{llava}", f"shapes-image@{setup['model']}",
-                                       f"shapes-video@{setup['model']}"}  # the llava model takes no videos
+    assert {(r["task"], r["model"]) for r in results["vtc"]["rows"]} == {
+        ("shapes-image", llava), ("shapes-image", setup["model"]), ("shapes-video", setup["model"])}  # no llava videos
     assert results["vtc"]["skipped"][llava] == {"shapes-video": 2}
     assert results["vtc"]["totals"]["errors"] == 0  # visionzip without [CLS] on Qwen; hiprune's layers fit
     assert (out / "data" / "annotations.jsonl").exists()

@@ -27,9 +27,6 @@ def expected_count(name: str, grid: tuple[int, int, int], ratio: float) -> int |
     """The count a static method must keep; None for adaptive ones."""
     t, h, w = grid
     n = t * h * w
-    if name == "pool":  # nearest grid: each side scaled by sqrt(ratio), rounded half up
-        cells = lambda s: min(s, max(1, math.floor(s * math.sqrt(ratio) + 0.5)))  # noqa: E731
-        return t * cells(h) * cells(w)
     return max(1, math.floor(ratio * n + 0.5))
 
 
@@ -91,7 +88,7 @@ def test_count_budget(method_name, count):
     info = next(m for m in vtc.list_methods() if m.name == method_name)
     tokens, out = compress(method_name, count=count)
     check_structure(tokens, out)
-    if info.static_count and method_name != "pool":
+    if info.static_count:
         assert out.counts.tolist() == [min(count, t * h * w) for t, h, w in GRIDS]
 
 

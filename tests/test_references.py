@@ -159,54 +159,82 @@ def test_uniform_two_frame_video_splits_budget_per_frame():
 # ----------------------------------------------------------------------------------------------- pool
 
 
-def cells(size: int, ratio: float) -> int:
-    return min(size, max(1, math.floor(size * math.sqrt(ratio) + 0.5)))
+def naive_pool_cells(grid, k) -> list[int]:
+    """Cell of every token, by the partition pool.py documents, written as plain loops.
 
-
-def naive_pool_reps(grid, ratio) -> list[int]:
-    """Cell partition row y -> floor(y * h' / h); representative = top-left token of the cell."""
+    Frames in min(t, k) consecutive groups, cells split evenly over them; in a group with c cells, rows
+    form b bands (b = round(sqrt(c h / w)), clamped), band i has split_even(c, b)[i] columns; row y is in
+    band floor(y b / h), column x of band i in cell floor(x c_i / w).
+    """
     t, h, w = grid
-    hc, wc = cells(h, ratio), cells(w, ratio)
-    rep = []
-    for f in range(t):
+    groups = min(t, k)
+
+    def even(total, parts):
+        return [(i + 1) * total // parts - i * total // parts for i in range(parts)]
+
+    cells, offset = [], 0
+    for n_frames, c in zip(even(t, groups), even(k, groups), strict=True):
+        bands = min(h, c, max(1, math.floor(math.sqrt(c * h / w) + 0.5)))
+        while bands * w < c:
+            bands += 1
+        columns = even(c, bands)
+        frame = []
         for y in range(h):
-            for c in range(w):
-                y0 = min(yy for yy in range(h) if yy * hc // h == y * hc // h)
-                c0 = min(cc for cc in range(w) if cc * wc // w == c * wc // w)
-                rep.append(f * h * w + y0 * w + c0)
-    return rep
+            band = y * bands // h
+            for x in range(w):
+                frame.append(offset + sum(columns[:band]) + x * columns[band] // w)
+        cells += frame * n_frames
+        offset += c
+    return cells
+
+
+def naive_pool_reps(grid, k) -> list[int]:
+    """The first token of each token's cell."""
+    cells = naive_pool_cells(grid, k)
+    return [cells.index(c) for c in cells]
 
 
 @pytest.mark.parametrize(
     "grid,budget",
     [
-        ((1, 5, 3), {"ratio": 0.5}),  # 4 x 2 cells: rows {0,1},{2},{3},{4}; cols {0,1},{2}
+        ((1, 5, 3), {"ratio": 0.5}),  # 8 cells: rows {0,1},{2},{3},{4}; cols {0,1},{2}
         ((1, 4, 4), {"ratio": 0.25}),
         ((1, 4, 4), {"count": 4}),
         ((2, 4, 4), {"ratio": 0.25}),
-        ((1, 6, 5), {"ratio": 0.3}),
-        ((1, 5, 5), {"ratio": 0.25}),  # ceil-mode: 3 x 3 cells of sizes 2, 2, 1
+        ((1, 6, 5), {"ratio": 0.3}),  # 9 cells over 3 bands of 3
+        ((1, 5, 5), {"ratio": 0.25}),  # 6 cells: 2 bands of 3
+        ((8, 7, 7), {"ratio": 0.11}),  # 43 cells over 8 frames: 5 or 6 per frame
+        ((4, 2, 2), {"count": 2}),  # fewer cells than frames: 2 frames per cell
+        ((3, 3, 4), {"count": 7}),
     ],
 )
 def test_pool_avg_matches_cell_means(grid, budget):
     t, h, w = grid
     n = t * h * w
     x = randn(5, n, 6)
-    ratio = budget.get("ratio", budget.get("count", 0) / n)
+    k = budget.get("count") or max(1, math.floor(budget["ratio"] * n + 0.5))
     res = compress("pool", x, grid=grid, **budget)
-    check_reps(res, x, naive_pool_reps(grid, ratio))
+    assert len(res.index) == k  # iso-token: exactly the budget every other method keeps
+    check_reps(res, x, naive_pool_reps(grid, k))
 
 
 def test_pool_5x3_partition_by_hand():
     x = randn(6, 15, 4)
     res = compress("pool", x, grid=(1, 5, 3), ratio=0.5)
-    # rows -> cells 0,0,1,2,3 and columns -> cells 0,0,1; top-left tokens
+    # rows -> bands 0,0,1,2,3 and columns -> cells 0,0,1; top-left tokens
     rep = []
     for y in range(5):
         for c in range(3):
             rep.append({0: 0, 1: 0, 2: 2, 3: 3, 4: 4}[y] * 3 + (0 if c < 2 else 2))
     check_reps(res, x, rep)
     assert len(res.index) == 8
+
+
+def test_pool_pools_frames_together_below_one_cell_per_frame():
+    x = randn(9, 16, 3)
+    res = compress("pool", x, grid=(4, 2, 2), count=2)
+    assert res.index == [0, 8] and res.sizes == [8, 8]  # frames 0-1 and 2-3, each one cell
+    check_reps(res, x, [0] * 8 + [8] * 8)
 
 
 def test_pool_bilinear_halving_equals_avg():
@@ -218,12 +246,23 @@ def test_pool_bilinear_halving_equals_avg():
     torch.testing.assert_close(bil.features, avg.features, atol=1e-5, rtol=1e-5)
 
 
-def test_pool_quarter_of_27x27_is_14x14():
+def test_pool_bilinear_equals_interpolate_on_regular_grids():
+    """Where the K cells form a regular h' x w' grid, bilinear pooling is F.interpolate (align_corners=False)."""
+    import torch.nn.functional as F
+
+    x = randn(10, 2 * 6 * 9, 4)
+    res = compress("pool", x, grid=(2, 6, 9), count=2 * 12, mode="bilinear")  # 12 cells a frame: 3 bands of 4
+    frames = x.reshape(2, 6, 9, 4).permute(0, 3, 1, 2)
+    want = F.interpolate(frames, size=(3, 4), mode="bilinear", align_corners=False).permute(0, 2, 3, 1).reshape(-1, 4)
+    torch.testing.assert_close(torch.stack([torch.as_tensor(f) for f in res.features]), want, atol=1e-5, rtol=1e-5)
+
+
+def test_pool_quarter_of_27x27_keeps_exactly_a_quarter():
     x = randn(8, 729, 4)
     res = compress("pool", x, grid=(1, 27, 27), ratio=0.25)
-    assert len(res.index) == 196
-    assert res.index[:14] == list(range(0, 27, 2))
-    check_reps(res, x, naive_pool_reps((1, 27, 27), 0.25))
+    assert len(res.index) == 182  # round(729 / 4), where the nearest regular grid would give 14 x 14 = 196
+    assert res.index[:14] == list(range(0, 27, 2))  # 13 bands of 14 cells
+    check_reps(res, x, naive_pool_reps((1, 27, 27), 182))
 
 
 # ----------------------------------------------------------------------------------------------- cls_attention

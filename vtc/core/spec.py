@@ -3,7 +3,8 @@
 One parser and one validator for every front end (``vtc compare``, ``vtc eval``, the demo, ``vtc bench``).
 Text form, as ``--methods`` items take it:
 
-- ``none``: no compression (the reference).
+- ``none``: no compression (the reference); ``text-only``: the control without the image or video
+  (what the question and options alone give away). Both are controls, not methods: they build nothing.
 - ``name:0.25``: a ratio; ``name:count=64``: a token count; ``name:adaptive``: the method's own count.
 - ``name``: the method at the caller's default budget (a ratio or a count).
 
@@ -19,6 +20,8 @@ from typing import Any
 from vtc.core.registry import Compressor, MethodInfo, build, get_info, resolve_alias
 
 NONE = "none"
+TEXT_ONLY = "text-only"
+CONTROLS = (NONE, TEXT_ONLY)
 BUDGET_KEYS = ("ratio", "count", "budget")
 
 
@@ -35,9 +38,14 @@ class MethodSpec:
         return self.name == NONE
 
     @property
+    def is_control(self) -> bool:
+        """``none`` or ``text-only``: a reference run, no compressor."""
+        return self.name in CONTROLS
+
+    @property
     def label(self) -> str:
-        if self.is_none:
-            return NONE
+        if self.is_control:
+            return self.name
         if "ratio" in self.budget:
             text = f"{self.name}:{self.budget['ratio']:g}"
         elif "count" in self.budget:
@@ -61,6 +69,8 @@ class MethodSpec:
         """``"ratio 0.25"``, ``"64 tokens"``, ``"adaptive"``, or ``"all tokens"`` for none."""
         if self.is_none:
             return "all tokens"
+        if self.name == TEXT_ONLY:
+            return "no visual tokens"
         if "ratio" in self.budget:
             return f"ratio {self.budget['ratio']:g}"
         if "count" in self.budget:
@@ -73,8 +83,8 @@ class MethodSpec:
         return get_info(resolve_alias(self.name, self.kwargs))
 
     def build(self) -> Compressor | None:
-        """The compressor (None for ``none``); bad names, kwargs or budgets raise a ValueError."""
-        return None if self.is_none else build(self.name, **self.budget, **self.kwargs)
+        """The compressor (None for the controls); bad names, kwargs or budgets raise a ValueError."""
+        return None if self.is_control else build(self.name, **self.budget, **self.kwargs)
 
 
 def parse_budget(text: str, item: str) -> dict[str, Any]:
@@ -98,8 +108,8 @@ def parse_spec(item: str, default: dict[str, Any] | None = None, kwargs: dict[st
     name = name.strip()
     if not name:
         raise ValueError(f"methods: an empty method name in {item!r}")
-    if name == NONE:
-        return MethodSpec(NONE)
+    if name in CONTROLS:
+        return MethodSpec(name)
     if budget:
         return MethodSpec(name, parse_budget(budget, item), dict(kwargs or {}))
     return MethodSpec(name, dict(default or {}), dict(kwargs or {}))

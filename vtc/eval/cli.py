@@ -27,6 +27,7 @@ import argparse
 import gc
 import json
 import sys
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,9 +35,9 @@ from pathlib import Path
 from vtc.core.spec import MethodSpec
 from vtc.eval import dist as dist_mod
 from vtc.eval.data import FORMATS, Item, builtin_dataset, builtin_items, load_items
-from vtc.eval.grid import build_grid
+from vtc.eval.grid import DEFAULT_METHODS, build_grid
 from vtc.eval.lock import OutLock, describe_holder
-from vtc.eval.runner import Settings, line_key, pending
+from vtc.eval.runner import Settings, doc_ids, line_key, pending
 from vtc.eval.store import SAMPLES, LineWriter, done_keys, merge, read_all, shard_path, write_atomic
 from vtc.tiny.model import METHOD_KWARGS
 
@@ -58,10 +59,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", action="append", default=None,
                    help="model to evaluate, repeatable: embedded name, hub id or folder "
                         f"(default: {', '.join(DEFAULT_MODELS)})")
-    p.add_argument("--methods", default="all",
-                   help="comma list (none, name:0.25, name:count=64, name:adaptive, name, all) or a YAML/JSON file; "
-                        "none and the iso-token pool baseline are always added (default: all)")
-    p.add_argument("--ratios", default="0.25,0.11", help="ratios for bare method names and 'all' (default: 0.25,0.11)")
+    p.add_argument("--methods", default="default",
+                   help="comma list (none, text-only, name:0.25, name:count=64, name:adaptive, name, default, all) or "
+                        "a YAML/JSON file; none, text-only and the iso-token pool baseline are always added (default: "
+                        f"default = {', '.join(DEFAULT_METHODS)}; all = every projector method)")
+    p.add_argument("--ratios", default="0.25,0.11",
+                   help="ratios for bare method names, 'default' and 'all' (default: 0.25,0.11)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--frames", type=int, default=16, help="frames sampled uniformly per video (default 16)")
     p.add_argument("--fps", type=float, default=None, help="sample videos at this rate instead (up to --max-frames)")
@@ -119,7 +122,13 @@ def check_run_file(out: Path, settings: Settings, dist: dist_mod.Dist) -> None:
                              "or the same settings to resume it")
     dist_mod.barrier(dist)
     if dist.main and not path.exists():
-        write_atomic(path, json.dumps({"settings": current}, indent=1) + "\n")
+        stamp = time.strftime("%Y-%m-%dT%H-%M-%S")  # names the lmms-eval result files of this run, resumed or not
+        write_atomic(path, json.dumps({"settings": current, "started": stamp}, indent=1) + "\n")
+
+
+def run_stamp(out: Path) -> str:
+    """When the run in ``out`` started (lmms-eval's file names carry it)."""
+    return json.loads((out / RUN_FILE).read_text()).get("started", "run")
 
 
 def check_models(models: list[str]) -> None:
@@ -176,6 +185,7 @@ def run_models(args: argparse.Namespace, out: Path, items: list[Item], grid: lis
 
     torch.manual_seed(0)
     share = items[dist.rank :: dist.world_size]
+    ids = doc_ids(items)  # positions in the whole task, whichever rank runs the sample
     if dist.world_size == 1:
         merge(out)  # fold shards left by an earlier distributed run
     done = done_keys(out)
@@ -194,7 +204,7 @@ def run_models(args: argparse.Namespace, out: Path, items: list[Item], grid: lis
                 if unusable:
                     progress.total -= pending(name, unusable, grid, done)
                     progress.refresh()
-                evaluate(runner, usable, grid, done, writer.write, progress, dist.rank)
+                evaluate(runner, usable, grid, done, writer.write, progress, dist.rank, ids)
                 del model, processor, runner
                 gc.collect()
                 if device.startswith("cuda"):
@@ -220,7 +230,7 @@ def finish_run(args: argparse.Namespace, out: Path, items: list[Item], grid: lis
             "settings": {**settings.fingerprint(), "batch_size": settings.batch_size},
             "batch_size": settings.batch_size,
             "device": dist_mod.device_for(dist, args.device), "limit": args.limit,
-            "missing": len(expected) - len(records)}
+            "missing": len(expected) - len(records), "stamp": run_stamp(out)}
     results = write_reports(out, rows, records, grid, meta)
     results["vtc"]["missing"] = meta["missing"]
     return results
@@ -232,15 +242,23 @@ def text_summary(results: dict, out: Path) -> str:
     def pct(x: float | None) -> str:
         return "-" if x is None else f"{100 * x:.1f}"
 
+    def diff(paired: dict | None) -> str:
+        if paired is None:
+            return "-"
+        return f"{100 * paired['diff']:+.1f}" + ("*" if paired["significant"] else "")
+
     rows = [[r["task"], r["model"], r["method"],
              "-" if r["tokens_after"] is None else f"{r['tokens_before']:.0f}->{r['tokens_after']:.0f}",
-             pct(r["acc"]), "-" if r["pct_of_none"] is None else f"{r['pct_of_none']:.0f}",
-             "-" if r["difficult_acc"] is None else f"{pct(r['difficult_acc'])} (n={r['difficult_n']})",
+             "-" if r["acc"] is None else f"{pct(r['acc'])} [{pct(r['ci_low'])}, {pct(r['ci_high'])}]",
+             diff(r.get("vs_none")), diff(r.get("vs_pool")), pct(r["chance"]), str(r["n_ok"]),
              "-" if r["prefill_ms"] is None else f"{r['prefill_ms']:.1f}", str(r["n_errors"])]
             for r in results["vtc"]["rows"]]
-    header = ["task", "model", "method", "tokens", "acc %", "% of none", "difficult acc %", "prefill ms", "errors"]
+    header = ["task", "model", "method", "tokens", "acc % [95% CI]", "vs none", "vs pool", "chance %", "n",
+              "prefill ms", "errors"]
     totals = results["vtc"]["totals"]
-    tail = f"\n{totals['lines']} lines ({totals['errors']} errors) -> {out}/summary.md, results.json, samples.jsonl"
+    tail = (f"\n* paired 95% bootstrap interval excludes 0. Scoring: the option letter read from the answer "
+            f"(lmms-eval's rules).\n{totals['lines']} lines ({totals['errors']} errors) -> {out}/summary.md, "
+            "results.json, samples.jsonl, lmms_eval/")
     return format_table(rows, header) + tail
 
 

@@ -2,10 +2,12 @@
 
 ``--methods`` is a comma-separated list, or a YAML/JSON file. Items:
 
-- ``none``: no compression (always in the grid, first).
+- ``none``: no compression, and ``text-only``: the question and options without the image or video (both
+  always in the grid, first: the reference and the control of what the text alone gives away).
 - ``name:0.25``: a ratio; ``name:count=64``: a token count; ``name:adaptive``: the method's own count.
-- ``name``: the method at each ratio of ``--ratios`` (default ``0.25``).
-- ``all``: every registered projector-stage method, at each ratio of ``--ratios``.
+- ``name``: the method at each ratio of ``--ratios`` (default ``0.25,0.11``).
+- ``default``: a few representative methods (:data:`DEFAULT_METHODS`: diversity, [CLS]-attention with
+  merging, and an LLM-stage method) at each ratio; ``all``: every registered projector-stage method.
 
 A file holds a list of such strings and/or mappings ``{name: divprune, ratio: 0.25, <method kwargs>}``
 (``count:`` or ``budget: adaptive`` instead of ``ratio``), either at the top level or under
@@ -13,8 +15,8 @@ A file holds a list of such strings and/or mappings ``{name: divprune, ratio: 0.
 
 The iso-token baseline: for every ratio or count used by another method, ``pool`` at that budget is
 added (plain downsampling, which published studies found to beat many methods, so every table shows it).
-Adaptive budgets have no iso-token baseline. Order: ``none``, then per budget (first use) ``pool``,
-then the other methods in the order given. Labels: ``none``, ``pool:0.25``, ``divprune:count=64``,
+Adaptive budgets have no iso-token baseline. Order: ``none``, ``text-only``, then per budget (first use)
+``pool``, then the other methods in the order given. Labels: ``none``, ``pool:0.25``, ``divprune:count=64``,
 ``prumerge:adaptive``, with method kwargs appended as ``[k=v,...]``.
 """
 
@@ -24,19 +26,22 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vtc.core.spec import MethodSpec, parse_spec
+from vtc.core.spec import CONTROLS, TEXT_ONLY, MethodSpec, parse_spec
 
 BASELINE = "pool"
 
 
 def baseline_of(spec: MethodSpec) -> str | None:
     """The label of ``spec``'s iso-token ``pool`` baseline (None for ``none``, pool and adaptive budgets)."""
-    if spec.name in (NONE.name, BASELINE) or spec.budget_key is None:
+    if spec.is_control or spec.name == BASELINE or spec.budget_key is None:
         return None
     return MethodSpec(BASELINE, dict(spec.budget)).label
 
 
 NONE = MethodSpec("none")
+CONTROL_SPECS = [NONE, MethodSpec(TEXT_ONLY)]
+# the built-in grid: diversity (DivPrune), [CLS] attention plus merging (VisionZip), the LLM stage (FastV)
+DEFAULT_METHODS = ("divprune", "visionzip", "fastv")
 
 
 def projector_methods() -> list[str]:
@@ -49,11 +54,12 @@ def parse_item(item: str, ratios: list[float]) -> list[MethodSpec]:
     """One ``--methods`` item (module docstring) as grid entries."""
     name, _, budget = item.strip().partition(":")
     name = name.strip()
-    if name == "all":
+    if name in ("all", "default"):
         if budget:
-            raise ValueError("methods: 'all' takes the ratios of --ratios, not a budget of its own")
-        return [MethodSpec(n, {"ratio": r}) for n in projector_methods() for r in ratios]
-    if budget or name == NONE.name:
+            raise ValueError(f"methods: '{name}' takes the ratios of --ratios, not a budget of its own")
+        names = projector_methods() if name == "all" else DEFAULT_METHODS
+        return [MethodSpec(n, {"ratio": r}) for n in names for r in ratios]
+    if budget or name in CONTROLS:
         return [parse_spec(item)]
     return [MethodSpec(name, {"ratio": r}) for r in ratios]
 
@@ -64,8 +70,8 @@ def parse_mapping(entry: dict, ratios: list[float]) -> list[MethodSpec]:
         raise ValueError(f"methods: a mapping entry needs a name, got {entry}")
     name = str(entry.pop("name"))
     budget = {k: entry.pop(k) for k in ("ratio", "count", "budget") if k in entry}
-    if name == "none":
-        return [NONE]
+    if name in CONTROLS:
+        return [MethodSpec(name)]
     if budget:
         if "ratio" in budget:
             budget["ratio"] = float(budget["ratio"])
@@ -104,16 +110,16 @@ def parse_methods(spec: str, ratios: list[float]) -> list[MethodSpec]:
 
 
 def complete_grid(specs: list[MethodSpec]) -> list[MethodSpec]:
-    """``none`` first, then per budget the ``pool`` baseline and the methods at it (module docstring)."""
+    """The controls first, then per budget the ``pool`` baseline and the methods at it (module docstring)."""
     groups: dict[str | None, list[MethodSpec]] = {}
     for spec in specs:
-        if spec.name == "none":
+        if spec.is_control:
             continue
         key = spec.budget_key
         if key is not None and key not in groups:
             groups[key] = [MethodSpec(BASELINE, dict(spec.budget))]
         groups.setdefault(key, []).append(spec)
-    grid, seen = [NONE], {"none"}
+    grid, seen = list(CONTROL_SPECS), {s.label for s in CONTROL_SPECS}
     for key in sorted(groups, key=lambda k: k is None):  # adaptive budgets last, others in order of use
         for spec in groups[key]:
             if spec.label not in seen:

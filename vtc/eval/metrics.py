@@ -12,6 +12,16 @@
   ``difficult_acc`` its accuracy there, ``difficult_none_acc`` that of ``none`` on the same samples.
   Plain downsampling fails these, so they separate methods that keep the informative tokens from ones
   that merely keep enough. ``none`` and ``pool`` rows, and adaptive budgets, have no such split.
+- ``chance``: the accuracy of guessing, the mean of ``1 / n_options`` over the multiple-choice lines (None
+  when no line has options). The ``text-only`` row (no image or video) is the control of what the text
+  alone gives away; it sits beside ``none``.
+- Paired differences (``vs_none``, ``vs_pool``): on the samples both rows ran, the mean of
+  ``correct(method) - correct(other)`` with a 95% paired bootstrap interval (the same resampled samples
+  for both); ``significant`` only when the interval excludes zero. ``other`` is ``none``, and the
+  method's iso-token ``pool`` baseline.
+- Groundedness (``top_letter``, ``top_letter_share``, ``gold_share``): the letter the row answers most
+  often among multiple-choice lines, how often it does, and how often that letter is the gold answer;
+  a row that answers one letter far more often than the gold answers use it is not reading the media.
 - Tokens: means over ok lines of ``tokens_before``/``tokens_after``; ``keep``: their ratio.
 - Time: means of the per-sample ``prefill_ms`` and ``e2e_ms``; ``throughput``: samples per second of
   end-to-end time; ``peak_mem_mb``: the largest peak seen.
@@ -47,6 +57,40 @@ def bootstrap_ci(values: list[float], n_boot: int = 1000, seed: int = 0, level: 
     tail = (1 - level) / 2 * 100
     lo, hi = np.percentile(means, [tail, 100 - tail])
     return float(lo), float(hi)
+
+
+def paired_bootstrap(diffs: list[float], n_boot: int = 1000, seed: int = 0) -> dict | None:
+    """Mean of paired differences and its 95% percentile bootstrap interval; ``significant`` when it excludes 0."""
+    if not diffs:
+        return None
+    lo, hi = bootstrap_ci(diffs, n_boot, seed)
+    return {"diff": float(np.mean(diffs)), "ci_low": lo, "ci_high": hi, "n": len(diffs),
+            "significant": bool(lo > 0 or hi < 0)}
+
+
+def paired(good: list[dict], other: list[dict], n_boot: int, seed: int) -> dict | None:
+    """``paired_bootstrap`` of this row's correctness minus ``other``'s, on the samples both ran."""
+    theirs = {r["id"]: float(r["correct"]) for r in other}
+    diffs = [float(r["correct"]) - theirs[r["id"]] for r in good if r["id"] in theirs]
+    return paired_bootstrap(diffs, n_boot, seed)
+
+
+def chance(lines: list[dict]) -> float | None:
+    """Accuracy of a uniform guess over each line's options (multiple-choice lines only)."""
+    return _mean([1 / r["n_options"] for r in lines if r.get("n_options")])
+
+
+def letters(good: list[dict]) -> dict:
+    """The most frequent extracted letter of the multiple-choice lines, its share, and its share among the gold."""
+    mc = [r for r in good if r.get("n_options")]
+    if not mc:
+        return {"top_letter": None, "top_letter_share": None, "gold_share": None}
+    counts: dict[str, int] = defaultdict(int)
+    for r in mc:
+        counts[r["extracted"] or "-"] += 1
+    top = max(sorted(counts), key=counts.get)
+    return {"top_letter": top, "top_letter_share": counts[top] / len(mc),
+            "gold_share": sum(r["answer"] == top for r in mc) / len(mc)}
 
 
 def _mean(values: list[float]) -> float | None:
@@ -100,8 +144,13 @@ def row(spec: MethodSpec, lines: list[dict], good: list[dict], none_acc: float |
         "throughput": len(good) / e2e_s if e2e_s > 0 else None,
         "peak_mem_mb": max((r["peak_mem_mb"] for r in good), default=None),
         "baseline": baseline_of(spec), "difficult_n": None, "difficult_acc": None, "difficult_none_acc": None,
+        "chance": chance(good), **letters(good),
+        "vs_none": None if spec.is_none else paired(good, ok.get((task, model, "none"), []), n_boot, seed),
+        "vs_pool": None,
     }
     baseline = baseline_of(spec)
+    if baseline is not None and (task, model, baseline) in ok:
+        out["vs_pool"] = paired(good, ok[(task, model, baseline)], n_boot, seed)
     if baseline is not None and (task, model, baseline) in ok:
         hard = {r["id"] for r in ok[(task, model, baseline)] if not r["correct"]}
         mine = [r for r in good if r["id"] in hard]

@@ -1,20 +1,28 @@
-"""Reports of a run: ``results.json``, ``summary.md``, ``summary.csv`` and two plots.
+"""Reports of a run: one lmms-eval run per (model, method), and the combined ``results.json``, ``summary.md``,
+``summary.csv`` and two plots.
 
-``results.json`` is shaped like lmms-eval's: ``results[task]["acc,<method>"]`` and
-``results[task]["acc_stderr,<method>"]``, where the lmms-eval filter slot names the compression method,
-so ``"acc,none"`` is the uncompressed accuracy and ``"acc,pool:0.25"`` the downsampling baseline's.
-With more than one model the task keys are ``<task>@<model>``. ``n-samples``, ``configs``,
-``versions``, ``higher_is_better``, ``n-shot`` and ``config`` follow lmms-eval; vtc's own fields are
-under ``"vtc"``: ``rows`` (every metric of :mod:`vtc.eval.metrics`, one per task, model and method),
-``difficult`` (per task, model and baseline: the split's size, ``none``'s and each method's accuracy
-on it), ``grid``, ``settings``, ``errors`` (per failed sample and model: the reason and the methods),
-``skipped`` (samples a model cannot take, per model and task) and ``totals``.
+lmms-eval's own shapes (``lmms_eval/<model>__<method>/``, one folder per (model, method), each a run that
+lmms-eval's tooling reads as one): ``<stamp>_results.json`` with ``results[task]["acc,none"]`` and
+``"acc_stderr,none"`` (``none`` is lmms-eval's default filter), ``configs``, ``versions``, ``n-shot``,
+``higher_is_better``, ``n-samples`` and ``config`` whose ``model_args`` names the model, the method and its
+budget (``pretrained=vtc-tiny-llava,method=divprune,ratio=0.25``); and ``<stamp>_samples_<task>.jsonl``,
+one line per sample with lmms-eval's fields (``doc_id``, ``doc``, ``target``, ``arguments``, ``resps``,
+``filtered_resps``, ``acc``) and vtc's under ``"vtc"`` (tokens before and after, latencies, status).
 
-``summary.md`` has one table per task and model (the ``pool`` baseline rows in bold) and the errors;
-``summary.csv`` has the rows. ``accuracy_vs_tokens.png`` and ``latency_vs_tokens.png`` (matplotlib,
-Agg backend; skipped with a note when matplotlib is missing) plot accuracy and prefill time against the
-visual tokens reaching the LLM, one panel per task and model: each method a line over its budgets,
-``pool`` thick black, ``none`` a dashed line and a star.
+``results.json`` (vtc's own, not an lmms-eval file): ``vtc.rows`` (every metric of
+:mod:`vtc.eval.metrics`, one per task, model and method), ``difficult`` (per task, model and baseline: the
+split's size, ``none``'s and each method's accuracy on it), ``grid``, ``settings``, ``scoring``, ``errors``
+(per failed sample and model: the reason and the methods), ``skipped`` (samples a model cannot take, per
+model and task), ``totals`` and ``runs`` (the lmms-eval folders).
+
+``summary.md`` states the scoring rule and, per task and model, the samples, the chance level, ``none``
+with its interval and the ``text-only`` control, whether the answers are grounded (the most frequent
+letter), and a table with each method's paired difference from ``none`` and from ``pool`` (marked
+significant only when the paired bootstrap interval excludes zero); ``summary.csv`` has the rows.
+``accuracy_vs_tokens.png`` and ``latency_vs_tokens.png`` (matplotlib, Agg backend; skipped with a note when
+matplotlib is missing) plot accuracy (with its 95% interval) and prefill time against the visual tokens
+reaching the LLM, one panel per task and model: each method a line over its budgets, ``pool`` thick black,
+``none`` a dashed line and a star, ``text-only`` a dotted line.
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ import csv
 import io
 import json
 import math
-import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,12 +44,9 @@ ACC_PLOT, LATENCY_PLOT = "accuracy_vs_tokens.png", "latency_vs_tokens.png"
 CSV_COLUMNS = [
     "task", "model", "method", "method_name", "budget", "n", "n_ok", "n_errors", "acc", "acc_stderr", "ci_low",
     "ci_high", "pct_of_none", "tokens_before", "tokens_after", "keep", "prefill_ms", "e2e_ms", "throughput",
-    "peak_mem_mb", "baseline", "difficult_n", "difficult_acc", "difficult_none_acc",
+    "peak_mem_mb", "baseline", "difficult_n", "difficult_acc", "difficult_none_acc", "chance", "top_letter",
+    "top_letter_share", "gold_share", "vs_none", "vs_pool",
 ]
-
-
-def task_key(row: dict, multi_model: bool) -> str:
-    return f"{row['task']}@{row['model']}" if multi_model else row["task"]
 
 
 def sample_errors(records: list[dict]) -> list[dict]:
@@ -54,37 +58,93 @@ def sample_errors(records: list[dict]) -> list[dict]:
     return [{"task": t, "id": i, "model": m, "error": e, "methods": ms} for (t, i, m, e), ms in groups.items()]
 
 
-def results_json(rows: list[dict], records: list[dict], grid: list[MethodSpec], meta: dict) -> dict:
-    """The lmms-eval-shaped results with vtc's fields under ``"vtc"`` (module docstring)."""
-    models = list(dict.fromkeys(r["model"] for r in rows)) or list(meta.get("models", []))
-    multi = len(models) > 1
-    results: dict[str, dict] = {}
-    n_samples: dict[str, dict] = {}
+SCORING = (
+    "Multiple choice: the option letter read from the answer must equal the gold letter (vtc.eval.answers."
+    "extract_letter, lmms-eval's rules: a bare letter, 'answer: X', '(X)', a leading 'X.', a standalone "
+    "capital letter, else the one option whose text the answer names). Short answers: the normalised answer "
+    "(lower case, no punctuation or articles, number words as digits) equals the reference."
+)
+
+
+def slug(text: str) -> str:
+    """A folder-safe name: letters, digits, ``.``, ``_``, ``-``, ``=``; the rest as ``_``."""
+    return "".join(c if c.isalnum() or c in "._-=" else "_" for c in text).strip("_") or "_"
+
+
+def model_args(model: str, spec: MethodSpec) -> str:
+    """lmms-eval's ``model_args`` of one run: the model, the method, its budget and kwargs."""
+    parts = [f"pretrained={model}", f"method={spec.name}"]
+    parts += [f"{k}={v}" for k, v in spec.budget.items()]
+    parts += [f"{k}={v}" for k, v in sorted(spec.kwargs.items())]
+    return ",".join(parts)
+
+
+def lmms_eval_runs(out: Path, rows: list[dict], records: list[dict], grid: list[MethodSpec], meta: dict) -> list[str]:
+    """Write one lmms-eval run per (model, method): results and per-task samples (module docstring)."""
+    stamp = meta.get("stamp", "run")
+    by_label = {s.label: s for s in grid}
+    runs: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in rows:
-        key = task_key(r, multi)
-        entry = results.setdefault(key, {"alias": key})
-        entry[f"acc,{r['method']}"] = r["acc"]
-        entry[f"acc_stderr,{r['method']}"] = r["acc_stderr"]
-        if r["method"] == "none":
-            n_samples[key] = {"original": meta.get("task_sizes", {}).get(r["task"], r["n"]), "effective": r["n_ok"]}
+        runs[(r["model"], r["method"])].append(r)
+    lines: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+    for r in records:
+        lines[(r["model"], r["method"], r["task"])].append(r)
     generation = {"max_new_tokens": meta.get("settings", {}).get("max_new_tokens"), "do_sample": False}
+    written = []
+    for (model, method), group in runs.items():
+        folder = out / "lmms_eval" / f"{slug(model)}__{slug(method)}"
+        folder.mkdir(parents=True, exist_ok=True)
+        spec = by_label[method]
+        tasks = [r["task"] for r in group]
+        results = {
+            "results": {r["task"]: {"alias": r["task"], "acc,none": r["acc"], "acc_stderr,none": r["acc_stderr"]}
+                        for r in group},
+            "group_subtasks": {t: [] for t in tasks},
+            "configs": {t: {"task": t, "output_type": "generate_until", "generation_kwargs": generation,
+                            "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
+                        for t in tasks},
+            "versions": {t: 1 for t in tasks},
+            "n-shot": {t: 0 for t in tasks},
+            "higher_is_better": {t: {"acc": True} for t in tasks},
+            "n-samples": {r["task"]: {"original": meta.get("task_sizes", {}).get(r["task"], r["n"]),
+                                      "effective": r["n_ok"]} for r in group},
+            "config": {"model": "vtc", "model_args": model_args(model, spec), "batch_size": meta.get("batch_size"),
+                       "device": meta.get("device"), "limit": meta.get("limit"), "gen_kwargs": generation},
+            "model_name": "vtc",
+            "model_name_sanitized": f"{slug(model)}__{slug(method)}",
+            "date": stamp,
+            "vtc": {"model": model, "method": method, "rows": group},
+        }
+        write_atomic(folder / f"{stamp}_results.json", json.dumps(results, indent=1, ensure_ascii=False) + "\n")
+        for task in tasks:
+            samples = sorted(lines[(model, method, task)], key=lambda r: r.get("doc_id", 0))
+            text = "".join(json.dumps(lmms_eval_sample(r, generation), ensure_ascii=False) + "\n" for r in samples)
+            write_atomic(folder / f"{stamp}_samples_{slug(task)}.jsonl", text)
+        written.append(str(folder.relative_to(out)))
+    return written
+
+
+VTC_FIELDS = ("tokens_before", "tokens_after", "prefill_ms", "e2e_ms", "load_ms", "peak_mem_mb", "batch_size",
+              "prediction", "extracted", "status", "error", "method", "model", "rank")
+
+
+def lmms_eval_sample(record: dict, generation: dict) -> dict:
+    """One ``samples_<task>.jsonl`` line: lmms-eval's fields, then vtc's under ``"vtc"``."""
+    return {"doc_id": record.get("doc_id"), "doc": record.get("doc"), "target": record.get("target"),
+            "arguments": [[record.get("question"), generation]], "resps": record.get("resps", []),
+            "filtered_resps": record.get("filtered_resps", []), "acc": record.get("acc"),
+            "vtc": {k: record.get(k) for k in VTC_FIELDS}}
+
+
+def results_json(rows: list[dict], records: list[dict], grid: list[MethodSpec], meta: dict) -> dict:
+    """vtc's combined results (module docstring)."""
+    models = list(dict.fromkeys(r["model"] for r in rows)) or list(meta.get("models", []))
     errors = sample_errors(records)
     return {
-        "results": results,
-        "group_subtasks": {k: [] for k in results},
-        "configs": {k: {"task": k, "output_type": "generate_until", "generation_kwargs": generation,
-                        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]}
-                    for k in results},
-        "versions": {k: 1 for k in results},
-        "n-shot": {k: 0 for k in results},
-        "higher_is_better": {k: {"acc": True} for k in results},
-        "n-samples": n_samples,
-        "config": {"model": "vtc", "model_args": ",".join(models), "batch_size": meta.get("batch_size"),
-                   "device": meta.get("device"), "limit": meta.get("limit")},
-        "date": time.time(),
         "vtc": {
-            "version": 1,
+            "version": 2,
             "models": models,
+            "scoring": SCORING,
             "grid": [{"label": s.label, "name": s.name, "budget": s.budget, "kwargs": s.kwargs,
                       "baseline": baseline_of(s)} for s in grid],
             "settings": meta.get("settings", {}),
@@ -108,6 +168,14 @@ def _num(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _difference(paired: dict | None) -> str:
+    """``+3.1 [-2.0, 8.2]``, with ``*`` when the paired interval excludes zero (points of accuracy)."""
+    if paired is None:
+        return "-"
+    text = f"{100 * paired['diff']:+.1f} [{100 * paired['ci_low']:+.1f}, {100 * paired['ci_high']:+.1f}]"
+    return text + (" *" if paired["significant"] else "")
+
+
 def table_rows(rows: list[dict]) -> list[list[str]]:
     """The summary table's cells, one list per row."""
     out = []
@@ -118,19 +186,39 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
         if r["ci_low"] is not None:
             acc += f" [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
         hard = "-" if r["difficult_n"] is None else f"{_pct(r['difficult_acc'])} (n={r['difficult_n']})"
-        out.append([method, tokens, acc, _num(r["pct_of_none"]), hard, _pct(r["difficult_none_acc"]),
-                    _num(r["prefill_ms"]), _num(r["e2e_ms"]), _num(r["throughput"], 2), _num(r["peak_mem_mb"], 0),
+        out.append([method, tokens, acc, _difference(r.get("vs_none")), _difference(r.get("vs_pool")),
+                    _num(r["pct_of_none"]), hard, _num(r["prefill_ms"]), _num(r["e2e_ms"]), str(r["n_ok"]),
                     str(r["n_errors"])])
     return out
 
 
-HEADER = ["method", "visual tokens", "acc % [95% CI]", "% of none", "difficult acc % (n)", "none on difficult %",
-          "prefill ms", "e2e ms", "samples/s", "peak MB", "errors"]
+HEADER = ["method", "visual tokens", "acc % [95% CI]", "vs none (points) [95% CI]", "vs pool (points) [95% CI]",
+          "% of none", "difficult acc % (n)", "prefill ms", "e2e ms", "n", "errors"]
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     return "\n".join(lines + ["| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows])
+
+
+def group_notes(group: list[dict]) -> list[str]:
+    """The lines above one task and model's table: samples, chance, none and its interval, text-only,
+    groundedness."""
+    by_name = {r["method"]: r for r in group}
+    none, text = by_name.get("none"), by_name.get("text-only")
+    notes = []
+    if none is not None and none["acc"] is not None:
+        half = (none["ci_high"] - none["ci_low"]) / 2 if none["ci_low"] is not None else None
+        notes.append(f"- samples: {none['n_ok']} (n per row in the table); chance (uniform guess over each "
+                     f"question's options): {_pct(none['chance'])}%")
+        notes.append(f"- none (uncompressed): {_pct(none['acc'])}% [{_pct(none['ci_low'])}, {_pct(none['ci_high'])}]"
+                     f" (±{_pct(half)} points)" + (f"; text-only control (no image or video): {_pct(text['acc'])}%"
+                                                   if text is not None and text["acc"] is not None else ""))
+        if none["top_letter"] is not None:
+            notes.append(f"- groundedness: none answers '{none['top_letter']}' on {_pct(none['top_letter_share'])}% "
+                         f"of the questions; '{none['top_letter']}' is the gold answer of "
+                         f"{_pct(none['gold_share'])}%")
+    return notes
 
 
 def summary_md(results: dict, task_sizes: dict[str, int]) -> str:
@@ -145,10 +233,14 @@ def summary_md(results: dict, task_sizes: dict[str, int]) -> str:
         f"Methods: {', '.join(s['label'] for s in v['grid'])}.",
         f"Lines: {totals['ok']} ok, {totals['errors']} errors ({totals['samples_with_errors']} samples with errors).",
         "",
+        f"Scoring. {v['scoring']}",
+        "",
         "Accuracy over the pairs that ran (errors excluded), with a 95% bootstrap interval. **pool** is plain "
-        "downsampling at the same budget (the iso-token baseline). The difficult split is the samples that "
-        "baseline gets wrong (VTC-Bench); 'none on difficult' is the uncompressed model on them. Times are per "
-        "sample (batch time / batch size).",
+        "downsampling to the same token count (the iso-token baseline); text-only is the model without the "
+        "image or video. 'vs none' and 'vs pool' are paired differences in points of accuracy on the same "
+        "samples, with a 95% paired bootstrap interval; `*` marks a difference whose interval excludes zero "
+        "(only those are differences the data shows). The difficult split is the samples pool gets wrong "
+        "(VTC-Bench). Times are per sample (batch time / batch size).",
     ]
     for model, skipped in v["skipped"].items():
         if skipped:
@@ -158,7 +250,7 @@ def summary_md(results: dict, task_sizes: dict[str, int]) -> str:
     for r in rows:
         groups[(r["task"], r["model"])].append(r)
     for (task, model), group in groups.items():
-        parts += ["", f"## {task} — {model}", "", markdown_table(HEADER, table_rows(group))]
+        parts += ["", f"## {task} — {model}", "", *group_notes(group), "", markdown_table(HEADER, table_rows(group))]
     if v["difficult"]:
         parts += ["", "## Difficult split", "",
                   "Samples the iso-token pool baseline answers wrongly, per task, model and budget.", ""]
@@ -173,6 +265,8 @@ def summary_md(results: dict, task_sizes: dict[str, int]) -> str:
                                      for e in shown]))
         if len(v["errors"]) > len(shown):
             parts.append(f"\n... and {len(v['errors']) - len(shown)} more (results.json: vtc.errors)")
+    if v.get("runs"):
+        parts += ["", f"lmms-eval runs (one per model and method): {len(v['runs'])} folders under lmms_eval/."]
     return "\n".join(parts) + "\n"
 
 
@@ -198,7 +292,8 @@ def plot(rows: list[dict], metric: str, ylabel: str, path: Path) -> None:
     for r in rows:
         if r[metric] is not None and r["tokens_after"] is not None:
             groups[(r["task"], r["model"])].append(r)
-    names = list(dict.fromkeys(r["method_name"] for r in rows if r["method_name"] not in ("none", BASELINE)))
+    names = list(dict.fromkeys(r["method_name"] for r in rows
+                               if r["method_name"] not in ("none", "text-only", BASELINE)))
     colours = {n: plt.get_cmap("tab20")(i % 20) for i, n in enumerate(names)}
     cols = min(3, max(1, len(groups)))
     nrows = max(1, math.ceil(len(groups) / cols))
@@ -215,13 +310,23 @@ def plot(rows: list[dict], metric: str, ylabel: str, path: Path) -> None:
         for name, pts in by_name.items():
             pts = sorted(pts, key=lambda r: r["tokens_after"])
             xs, ys = [p["tokens_after"] for p in pts], [p[metric] * scale for p in pts]
+            bars = None
+            if metric == "acc" and all(p["ci_low"] is not None for p in pts):
+                bars = [[y - p["ci_low"] * scale for p, y in zip(pts, ys, strict=True)],
+                        [p["ci_high"] * scale - y for p, y in zip(pts, ys, strict=True)]]
+            if name == "text-only":
+                ax.axhline(ys[0], color="tab:red", ls=":", lw=1.2)
+                handles[name] = ax.plot([], [], ":", color="tab:red", label="text-only (no media)")[0]
+                continue
             if name == "none":
                 ax.axhline(ys[0], color="grey", ls="--", lw=1)
-                handles["none"] = ax.plot(xs, ys, "*", color="grey", ms=12, label="none (uncompressed)")[0]
+                style = {"fmt": "*", "color": "grey", "ms": 12, "label": "none (uncompressed)"}
             elif name == BASELINE:
-                handles[name] = ax.plot(xs, ys, "s-", color="black", lw=2.5, label="pool (iso-token baseline)")[0]
+                style = {"fmt": "s-", "color": "black", "lw": 2.5, "label": "pool (iso-token baseline)"}
             else:
-                handles[name] = ax.plot(xs, ys, "o-", color=colours[name], lw=1.2, label=name)[0]
+                style = {"fmt": "o-", "color": colours[name], "lw": 1.2, "label": name}
+            drawn = ax.errorbar(xs, ys, yerr=bars, capsize=3, elinewidth=0.8, **style)
+            handles[name] = drawn.lines[0]
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
@@ -250,6 +355,7 @@ def write_reports(out: Path, rows: list[dict], records: list[dict], grid: list[M
     except ImportError:
         results["vtc"]["plots_skipped"] = "matplotlib is not installed (pip install matplotlib)"
     results["vtc"]["plots"] = plots
+    results["vtc"]["runs"] = lmms_eval_runs(out, rows, records, grid, meta)
     write_atomic(out / RESULTS, json.dumps(results, indent=1, ensure_ascii=False) + "\n")
     write_atomic(out / SUMMARY_MD, summary_md(results, meta.get("task_sizes", {})))
     write_atomic(out / SUMMARY_CSV, summary_csv(rows))

@@ -50,7 +50,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vtc.core.spec import MethodSpec
+from vtc.core.spec import TEXT_ONLY, MethodSpec
 from vtc.eval.answers import LETTERS, score
 from vtc.eval.data import Item, load_media
 
@@ -79,19 +79,21 @@ def line_key(model: str, item: Item, method: str) -> str:
     return f"{model}|{item.key}|{method}"
 
 
-def build_prompt(processor: Any, item: Item) -> str:
-    """The prompt for ``item`` in the processor's format (module docstring)."""
+def build_prompt(processor: Any, item: Item, media: bool = True) -> str:
+    """The prompt for ``item`` in the processor's format (module docstring); ``media=False``: without the media
+    (the text-only control)."""
+    from vtc.models.prompt import media_prompt, without_media
+
+    kind = item.media_type if media else None
     own = getattr(processor, "build_prompt", None)
     if own is not None and "options" in inspect.signature(own).parameters:
-        return own(item.question, item.media_type, options=list(item.options) or None)
-    from vtc.models.prompt import media_prompt
-
+        return without_media(processor, own(item.question, item.media_type, options=list(item.options) or None), kind)
     if item.options:
         lines = [f"{LETTERS[i]}. {o}" for i, o in enumerate(item.options)]
         text = "\n".join([item.question, *lines, MC_SUFFIX])
     else:
         text = f"{item.question}\n{OPEN_SUFFIX}"
-    return media_prompt(processor, text, item.media_type)
+    return media_prompt(processor, text, kind)
 
 
 def peak_memory_mb(device: str) -> float:
@@ -129,10 +131,12 @@ class ModelRunner:
 
             torch.cuda.synchronize(self.device)
 
-    def inputs(self, items: list[Item], media: list[Any]) -> Any:
+    def inputs(self, items: list[Item], media: list[Any] | None) -> Any:
+        """The processor's inputs for a batch; ``media=None``: the prompts without their media (text-only)."""
         kind = items[0].media_type
-        prompts = [build_prompt(self.processor, it) for it in items]
-        inputs = self.processor(**{f"{kind}s": media}, text=prompts, return_tensors="pt", padding=True)
+        prompts = [build_prompt(self.processor, it, media=media is not None) for it in items]
+        given = {} if media is None else {f"{kind}s": media}
+        inputs = self.processor(**given, text=prompts, return_tensors="pt", padding=True)
         dtype = getattr(self.model, "dtype", None)
         return inputs.to(self.device) if dtype is None else inputs.to(self.device, dtype=dtype)
 
@@ -150,7 +154,7 @@ class ModelRunner:
 
         self._sync()
         start = time.perf_counter()
-        inputs = self.inputs(items, media)
+        inputs = self.inputs(items, None if spec.name == TEXT_ONLY else media)
         prepared = time.perf_counter() - start
         if self.device.startswith("cuda"):
             import torch
@@ -172,17 +176,37 @@ class ModelRunner:
         ]
 
 
-def base_line(model: str, item: Item, spec: MethodSpec, rank: int) -> dict:
+def doc_ids(items: list[Item]) -> dict[str, int]:
+    """lmms-eval's ``doc_id``: each item's position among its task's items (in file order)."""
+    counts: dict[str, int] = {}
+    out = {}
+    for it in items:
+        out[it.key] = counts.get(it.task, 0)
+        counts[it.task] = out[it.key] + 1
+    return out
+
+
+def doc_of(item: Item) -> dict:
+    """The sample as lmms-eval's ``doc``: what was asked, the options and the reference."""
+    return {"id": item.id, "question": item.question, "options": list(item.options), "answer": item.answer,
+            "accepted": list(item.accepted), "media": item.media, "media_type": item.media_type}
+
+
+def base_line(model: str, item: Item, spec: MethodSpec, rank: int, doc_id: int = 0) -> dict:
     return {
         "key": line_key(model, item, spec.label), "task": item.task, "id": item.id, "model": model,
         "method": spec.label, "method_name": spec.name, "budget": dict(spec.budget), "media_type": item.media_type,
-        "answer": item.answer, "n_options": len(item.options), "rank": rank,
+        "question": item.question, "options": list(item.options), "answer": item.answer,
+        "n_options": len(item.options), "rank": rank,
+        # lmms-eval's per-sample fields
+        "doc_id": doc_id, "doc": doc_of(item), "target": item.answer,
     }
 
 
-def ok_line(model: str, item: Item, spec: MethodSpec, out: dict, load_ms: float, rank: int) -> dict:
+def ok_line(model: str, item: Item, spec: MethodSpec, out: dict, load_ms: float, rank: int, doc_id: int = 0) -> dict:
     extracted, correct = score(out["prediction"], item.options, item.answer, item.accepted)
-    line = base_line(model, item, spec, rank)
+    line = base_line(model, item, spec, rank, doc_id)
+    line.update(resps=[[out["prediction"]]], filtered_resps=[extracted], acc=float(correct))
     line.update(status="ok", error=None, prediction=out["prediction"], extracted=extracted, correct=correct,
                 tokens_before=out["tokens_before"], tokens_after=out["tokens_after"],
                 prefill_ms=round(out["prefill_ms"], 3), e2e_ms=round(out["e2e_ms"], 3), load_ms=round(load_ms, 3),
@@ -190,8 +214,9 @@ def ok_line(model: str, item: Item, spec: MethodSpec, out: dict, load_ms: float,
     return line
 
 
-def error_line(model: str, item: Item, spec: MethodSpec, reason: str, rank: int) -> dict:
-    line = base_line(model, item, spec, rank)
+def error_line(model: str, item: Item, spec: MethodSpec, reason: str, rank: int, doc_id: int = 0) -> dict:
+    line = base_line(model, item, spec, rank, doc_id)
+    line.update(resps=[], filtered_resps=[], acc=0.0)
     line.update(status="error", error=reason, prediction=None, extracted=None, correct=False, tokens_before=None,
                 tokens_after=None, prefill_ms=None, e2e_ms=None, load_ms=None, peak_mem_mb=None, batch_size=None)
     return line
@@ -215,9 +240,12 @@ def pending(model: str, items: list[Item], grid: list[MethodSpec], done: set[str
 
 
 def evaluate(runner: ModelRunner, items: list[Item], grid: list[MethodSpec], done: set[str],
-             write: Callable[[dict], None], progress: Any = None, rank: int = 0) -> None:
-    """Run every missing (item, method) pair of ``items`` (already this rank's share and the model's media)."""
+             write: Callable[[dict], None], progress: Any = None, rank: int = 0,
+             ids: dict[str, int] | None = None) -> None:
+    """Run every missing (item, method) pair of ``items`` (already this rank's share and the model's media);
+    ``ids``: each item's lmms-eval ``doc_id`` (:func:`doc_ids` of the whole task; default: its place here)."""
     model, settings = runner.label, runner.settings
+    ids = ids or doc_ids(items)
 
     def emit(line: dict) -> None:
         write(line)
@@ -238,7 +266,7 @@ def evaluate(runner: ModelRunner, items: list[Item], grid: list[MethodSpec], don
             except Exception as err:  # any failure of one sample is recorded, the run goes on
                 for spec in todo:
                     if line_key(model, it, spec.label) not in done:
-                        emit(error_line(model, it, spec, describe(err), rank))
+                        emit(error_line(model, it, spec, describe(err), rank, ids[it.key]))
                 continue
             good.append(it)
             load_ms[it.key] = (time.perf_counter() - start) * 1000
@@ -254,9 +282,9 @@ def evaluate(runner: ModelRunner, items: list[Item], grid: list[MethodSpec], don
                 if line_key(model, it, spec.label) in done:
                     continue
                 if isinstance(out, str):
-                    emit(error_line(model, it, spec, out, rank))
+                    emit(error_line(model, it, spec, out, rank, ids[it.key]))
                 else:
-                    emit(ok_line(model, it, spec, out, load_ms[it.key], rank))
+                    emit(ok_line(model, it, spec, out, load_ms[it.key], rank, ids[it.key]))
 
 
 def run_or_split(runner: ModelRunner, spec: MethodSpec, items: list[Item], media: list[Any]) -> list[dict | str]:

@@ -5,11 +5,26 @@ from __future__ import annotations
 from typing import Any
 
 
-def media_prompt(processor: Any, question: str, media: str = "image") -> str:
-    """The processor's own prompt format, its chat template with one image or video, or ``<image>\\nquestion``."""
+def media_prompt(processor: Any, question: str, media: str | None = "image") -> str:
+    """The processor's own prompt format, its chat template with one image or video, or ``<image>``, a line
+    break and the question. ``media=None``: the same prompt without the media (the text-only control)."""
     if hasattr(processor, "build_prompt"):
-        return processor.build_prompt(question, media)
+        return without_media(processor, processor.build_prompt(question, media or "image"), media)
     if getattr(processor, "chat_template", None):
-        messages = [{"role": "user", "content": [{"type": media}, {"type": "text", "text": question}]}]
+        content = [{"type": "text", "text": question}]
+        if media is not None:
+            content.insert(0, {"type": media})
+        messages = [{"role": "user", "content": content}]
         return processor.apply_chat_template(messages, add_generation_prompt=True)
-    return f"{getattr(processor, media + '_token')}\n{question}"
+    return question if media is None else f"{getattr(processor, media + '_token')}\n{question}"
+
+
+def without_media(processor: Any, prompt: str, media: str | None) -> str:
+    """``prompt`` as it is, or (``media=None``) with the processor's media markers taken out."""
+    if media is not None:
+        return prompt
+    for kind in ("image", "video"):
+        marker = getattr(processor, f"{kind}_token", None)
+        if marker:
+            prompt = prompt.replace(marker, " ")
+    return " ".join(prompt.split())
