@@ -274,8 +274,10 @@ def parse_egoschema(r: dict, index: int) -> Parsed:
     if not isinstance(raw, list):
         raw = numbered(r, "option {}")
     options = [strip_letter(o, i) for i, o in enumerate(raw)]
-    media = video_candidates(first_present(r, ("video_idx", "q_uid")) or r["video_idx"])
-    question = r["question"]
+    video = first_present(r, ("video_idx", "q_uid"))  # EgoSchema's videos are named by q_uid
+    if video is None:
+        raise KeyError("video_idx")
+    media, question = video_candidates(video), r["question"]
     answer = answer_of(r)
     letter = letter_of_letter(answer, len(options)) if str(answer).strip()[:1].isalpha() else index_letter(
         answer, options)
