@@ -51,8 +51,11 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vtc eval", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Annotation formats and field mapping: see vtc/eval/data.py.")
-    p.add_argument("data", nargs="*", help="annotation files (JSONL or JSON); none: the built-in benchmark")
+    p.add_argument("data", nargs="*", help="annotation files (JSONL, JSON or parquet); none: the built-in benchmark")
     p.add_argument("--format", default="auto", choices=FORMATS, help="annotation format (default: detected)")
+    p.add_argument("--answers", default=None,
+                   help="answers file for EgoSchema's questions.json ({q_uid: index}; default: a "
+                        "subset_answers.json next to it); unanswered questions are skipped")
     p.add_argument("--media-root", default=None, help="folder media paths are relative to (default: the file's)")
     p.add_argument("--task", default=None, help="task name (default: the record's task field or the file name)")
     p.add_argument("--limit", type=int, default=None, help="first N samples per task")
@@ -96,8 +99,9 @@ def load_data(args: argparse.Namespace, out: Path, dist: dist_mod.Dist) -> list[
     if args.data:
         if args.task and len(args.data) > 1:
             raise ValueError("--task: names the task of one annotation file; give one file or drop --task")
+        report = (lambda line: print(f"vtc eval: {line}", file=sys.stderr)) if dist.main else (lambda line: None)
         items = [it for path in args.data for it in load_items(path, args.format, args.media_root, args.task,
-                                                                 args.limit)]
+                                                                 args.limit, args.answers, report)]
         keys = [it.key for it in items]
         if len(set(keys)) != len(keys):
             raise ValueError("data: two files give the same task/id; name their tasks apart with separate runs "
