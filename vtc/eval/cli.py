@@ -8,13 +8,17 @@ Examples::
     torchrun --nproc_per_node 8 -m vtc.eval.cli videomme.jsonl --media-root /data/videomme \\
         --model Qwen/Qwen2-VL-2B-Instruct --methods methods.yaml --out runs/videomme
 
-Without data it runs the built-in benchmark: ``--n`` (24) freshly generated shapes-world samples, half
+Without data it runs the built-in benchmark: ``--n`` (300) freshly generated shapes-world samples, half
 images and half 16-frame videos (``DIR/data``), on the embedded tiny models (``vtc-tiny-llava``: images;
-``vtc-tiny-qwen2vl``: images and videos), for every registered projector method at 25% and 11%
-(HiPrune with ``layers=(1, -2)``, which fit the tiny 4-block towers).
+``vtc-tiny-qwen2vl``: images and videos), for the default grid (``none``, ``text-only``, and DivPrune,
+VisionZip and FastV at 25% and 11% next to the iso-token ``pool``); ``--methods all`` runs every registered
+projector method (with kwargs that fit the tiny models, :data:`vtc.tiny.model.METHOD_KWARGS`). Before the
+first sample every (model, method) pair and the questions' option counts are checked
+(:mod:`vtc.models.preflight`); ``--out`` is locked for the run (:mod:`vtc.eval.lock`).
 
 Outputs in ``--out``: ``samples.jsonl`` (one line per sample, model and method, written as produced;
-schema in :mod:`vtc.eval.runner`), ``results.json`` (lmms-eval shaped, :mod:`vtc.eval.report`),
+schema in :mod:`vtc.eval.runner`), ``lmms_eval/`` (one lmms-eval run per model and method),
+``results.json`` (vtc's combined results, :mod:`vtc.eval.report`),
 ``summary.md``, ``summary.csv``, ``accuracy_vs_tokens.png``, ``latency_vs_tokens.png`` and ``run.json``
 (the settings a resumed run must share). Re-running the same command resumes: pairs already in
 ``samples.jsonl`` are skipped (see :mod:`vtc.eval.store`). Under ``torchrun`` or ``accelerate launch``
@@ -44,6 +48,7 @@ from vtc.tiny.model import METHOD_KWARGS
 DEFAULT_MODELS = ("vtc-tiny-llava", "vtc-tiny-qwen2vl")
 RUN_FILE = "run.json"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+BUILTIN_N = 300
 BUILTIN_KWARGS = METHOD_KWARGS  # the built-in run's methods, with kwargs that fit the embedded models
 
 
@@ -77,7 +82,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="vtc-eval", help="output folder (default: ./vtc-eval)")
     p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when available, else cpu")
     p.add_argument("--dtype", default="auto", choices=DTYPES)
-    p.add_argument("--n", type=int, default=24, help="built-in benchmark: samples (half images, half videos)")
+    p.add_argument("--n", type=int, default=BUILTIN_N,
+                   help=f"built-in benchmark: samples, half images and half videos (default {BUILTIN_N}: 95%% intervals "
+                        "of about ±6 points per task at the embedded models' accuracy)")
     p.add_argument("--seed", type=int, default=None, help="built-in benchmark: data seed (default: the test split's)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -234,7 +241,7 @@ def finish_run(args: argparse.Namespace, out: Path, items: list[Item], grid: lis
             "settings": {**settings.fingerprint(), "batch_size": settings.batch_size},
             "batch_size": settings.batch_size,
             "device": dist_mod.device_for(dist, args.device), "limit": args.limit,
-            "missing": len(expected) - len(records), "stamp": run_stamp(out)}
+            "missing": len(expected) - len(records), "stamp": run_stamp(out), "methods_arg": args.methods}
     results = write_reports(out, rows, records, grid, meta)
     results["vtc"]["missing"] = meta["missing"]
     return results

@@ -148,6 +148,7 @@ def results_json(rows: list[dict], records: list[dict], grid: list[MethodSpec], 
             "grid": [{"label": s.label, "name": s.name, "budget": s.budget, "kwargs": s.kwargs,
                       "baseline": baseline_of(s)} for s in grid],
             "settings": meta.get("settings", {}),
+            "methods_arg": meta.get("methods_arg"),
             "world_size": meta.get("world_size", 1),
             "rows": rows,
             "difficult": difficult_splits(rows),
@@ -230,7 +231,9 @@ def summary_md(results: dict, task_sizes: dict[str, int]) -> str:
         "",
         f"Models: {', '.join(v['models'])}. Tasks: "
         + ", ".join(f"{t} ({n} samples)" for t, n in task_sizes.items()) + ".",
-        f"Methods: {', '.join(s['label'] for s in v['grid'])}.",
+        f"Methods: {', '.join(s['label'] for s in v['grid'])}."
+        + (" This is the default grid, a few representative methods (diversity, [CLS] attention with merging, the "
+           "LLM stage); `--methods all` runs every projector method." if v.get("methods_arg") == "default" else ""),
         f"Lines: {totals['ok']} ok, {totals['errors']} errors ({totals['samples_with_errors']} samples with errors).",
         "",
         f"Scoring. {v['scoring']}",
@@ -301,22 +304,24 @@ def plot(rows: list[dict], metric: str, ylabel: str, path: Path) -> None:
     legend_in = 0.3 * legend_rows + 0.2
     height = 4 * nrows + legend_in
     fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, height), squeeze=False)
-    handles: dict[str, object] = {}
+    handles: dict[str, tuple[object, str]] = {}
     scale = 100 if metric == "acc" else 1
+    # methods at one budget keep the same count: spread them a little along the (log) token axis
+    spread = {n: 1 + 0.04 * (i - (len(names) - 1) / 2) for i, n in enumerate(names)}
     for ax, ((task, model), group) in zip(axes.flat, groups.items(), strict=False):
         by_name: dict[str, list[dict]] = defaultdict(list)
         for r in group:
             by_name[r["method_name"]].append(r)
         for name, pts in by_name.items():
             pts = sorted(pts, key=lambda r: r["tokens_after"])
-            xs, ys = [p["tokens_after"] for p in pts], [p[metric] * scale for p in pts]
+            xs = [p["tokens_after"] * spread.get(name, 1.0) for p in pts]
+            ys = [p[metric] * scale for p in pts]
             bars = None
             if metric == "acc" and all(p["ci_low"] is not None for p in pts):
                 bars = [[y - p["ci_low"] * scale for p, y in zip(pts, ys, strict=True)],
                         [p["ci_high"] * scale - y for p, y in zip(pts, ys, strict=True)]]
             if name == "text-only":
-                ax.axhline(ys[0], color="tab:red", ls=":", lw=1.2)
-                handles[name] = ax.plot([], [], ":", color="tab:red", label="text-only (no media)")[0]
+                handles[name] = (ax.axhline(ys[0], color="tab:red", ls=":", lw=1.2), "text-only (no media)")
                 continue
             if name == "none":
                 ax.axhline(ys[0], color="grey", ls="--", lw=1)
@@ -325,9 +330,10 @@ def plot(rows: list[dict], metric: str, ylabel: str, path: Path) -> None:
                 style = {"fmt": "s-", "color": "black", "lw": 2.5, "label": "pool (iso-token baseline)"}
             else:
                 style = {"fmt": "o-", "color": colours[name], "lw": 1.2, "label": name}
-            drawn = ax.errorbar(xs, ys, yerr=bars, capsize=3, elinewidth=0.8, **style)
-            handles[name] = drawn.lines[0]
+            label = style.pop("label")
+            handles[name] = (ax.errorbar(xs, ys, yerr=bars, capsize=3, elinewidth=0.8, **style), label)
         ax.set_xscale("log")
+        ax.set_xticks(sorted({round(r["tokens_after"]) for r in group if r["tokens_after"]}))
         ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_title(f"{task} — {model}", fontsize=9)
@@ -337,7 +343,7 @@ def plot(rows: list[dict], metric: str, ylabel: str, path: Path) -> None:
     for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
     if handles:
-        fig.legend(list(handles.values()), [h.get_label() for h in handles.values()], loc="lower center",
+        fig.legend([h for h, _ in handles.values()], [label for _, label in handles.values()], loc="lower center",
                    ncol=min(5, len(handles)), fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, legend_in / height if handles else 0, 1, 1))
     fig.savefig(path, dpi=110)

@@ -24,10 +24,14 @@ Line schema (``samples.jsonl``, one JSON object per line):
 ``method_name``   the registered name; ``budget``: its budget kwargs
 ``media_type``    ``image`` or ``video``
 ``status``        ``ok`` or ``error``; ``error``: the reason (``null`` when ok)
-``answer``        the reference (letter, or short answer); ``n_options``
+``question``, ``options``  what was asked; ``answer``: the reference (letter, or short answer); ``n_options``
+``doc_id``, ``doc``, ``target``, ``resps``, ``filtered_resps``, ``acc``
+                  lmms-eval's per-sample fields: the sample's place in its task, the sample (question,
+                  options, answer, media), the reference, the raw answer, the extracted one, and 1/0
 ``prediction``    the decoded new tokens; ``extracted``: the letter / normalised answer
 ``correct``       bool (false for errors)
-``tokens_before``, ``tokens_after``  visual tokens entering the compressor and reaching the LLM
+``tokens_before``, ``tokens_after``  visual tokens entering the compressor and reaching the LLM (0 for
+                  ``text-only``, which runs the prompt without its image or video)
 ``prefill_ms``    one forward over the batch, divided by the batch size
 ``e2e_ms``        processor + ``generate`` + decoding for the batch, divided by the batch size
                   (media decoding excluded: it is shared by all methods; see ``load_ms``)
