@@ -83,8 +83,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="default: cuda:LOCAL_RANK when available, else cpu")
     p.add_argument("--dtype", default="auto", choices=DTYPES)
     p.add_argument("--n", type=int, default=BUILTIN_N,
-                   help=f"built-in benchmark: samples, half images and half videos (default {BUILTIN_N}: 95%% intervals "
-                        "of about ±6 points per task at the embedded models' accuracy)")
+                   help=f"built-in benchmark: samples, half images and half videos (default {BUILTIN_N}: 95%% "
+                        "intervals of about ±6 points per task at the embedded models' accuracy)")
     p.add_argument("--seed", type=int, default=None, help="built-in benchmark: data seed (default: the test split's)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CI")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
