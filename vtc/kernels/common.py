@@ -46,6 +46,18 @@ def per_sample_k(k: int | Tensor, mask: Tensor) -> Tensor:
     return torch.minimum(k_t, lengths)
 
 
+def selection_start(x: Tensor, counts: Tensor) -> tuple[Tensor, Tensor | None]:
+    """A greedy selection's output buffer (:func:`selection_buffer`) and the unit rows of ``x``; the rows are
+    None when no sample selects anything."""
+    out = selection_buffer(x, counts)
+    return out, (unit(x) if out.shape[1] else None)
+
+
+def tile_sizes(u: Tensor, block_n: int | None, block_d: int | None) -> tuple[int, int]:
+    """A Triton kernel's token and feature tiles: the caller's, else small ones for the CPU interpreter."""
+    return block_n or (128 if u.is_cuda else 32), block_d or 64
+
+
 def selection_buffer(x: Tensor, counts: Tensor) -> Tensor:
     """The output of a selection kernel: ``[B, max(counts)]`` indices, all ``-1`` to start."""
     k_max = int(counts.max()) if counts.numel() else 0

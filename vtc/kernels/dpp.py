@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vtc.kernels.common import check_tokens, per_sample_k, selection_buffer, unit
+from vtc.kernels.common import check_tokens, per_sample_k, selection_start
 from vtc.kernels.dispatch import use_triton
 
 EPS = 1e-5  # relative to the largest q^2 of the sample
@@ -52,11 +52,10 @@ def dpp_select(x: Tensor, k: int | Tensor, quality: Tensor | None = None, mask: 
 def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor) -> Tensor:
     """The torch reference, batched: residuals ``d2 [B, N]`` and Cholesky rows ``c [B, K, N]``."""
     batch, n, _ = x.shape
-    out = selection_buffer(x, counts)
-    k_max = out.shape[1]
-    if k_max == 0:
+    out, u = selection_start(x, counts)
+    if u is None:
         return out
-    u = unit(x)
+    k_max = out.shape[1]
     q = quality.to(u.dtype).masked_fill(~mask, 0)
     rows = torch.arange(batch, device=x.device)
     d2 = q * q * (u.abs().sum(-1) > 0)  # cos(x_i, x_i) is exactly 1 (0 for a zero row)

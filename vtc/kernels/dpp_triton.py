@@ -36,9 +36,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from vtc.kernels.common import selection_buffer, unit
+from vtc.kernels.common import selection_start, tile_sizes
 from vtc.kernels.dpp import spent_threshold
-from vtc.kernels.similarity_triton import BIG
+from vtc.kernels.similarity_triton import BIG, similarity_to_row
 
 
 @triton.jit
@@ -108,19 +108,7 @@ def _dpp_step_kernel(
             d2 = tl.load(d2_ptr + state, mask=n_in, other=float("-inf"))
             q = tl.load(q_ptr + state, mask=n_in, other=0.0)
             if best_v > eps:  # not spent: the reference's e is zero otherwise
-                u_base = u_ptr + sample * stride_ub
-                pick_row = u_base + pick.to(tl.int64) * stride_un
-                sim = tl.zeros([BLOCK_N], u_ptr.dtype.element_ty)
-                for start_d in range(0, d, BLOCK_D):
-                    dd = start_d + tl.arange(0, BLOCK_D)
-                    d_in = dd < d
-                    p = tl.load(pick_row + dd, mask=d_in, other=0.0)
-                    rows = tl.load(
-                        u_base + offs[:, None].to(tl.int64) * stride_un + dd[None, :],
-                        mask=n_in[:, None] & d_in[None, :],
-                        other=0.0,
-                    )
-                    sim += tl.sum(rows * p[None, :], axis=1)
+                sim = similarity_to_row(u_ptr + sample * stride_ub, pick, offs, n_in, d, stride_un, BLOCK_N, BLOCK_D)
                 q_pick = tl.load(q_ptr + sample * n + pick)
                 row_l = q_pick * q * sim
                 dot = tl.zeros([BLOCK_N], u_ptr.dtype.element_ty)
@@ -166,16 +154,12 @@ def dpp_select_triton(
 ) -> Tensor:
     """Same contract as ``dpp_select_torch``; ``block_*`` override the tile sizes (powers of two)."""
     batch, n, _ = x.shape
-    out = selection_buffer(x, counts)
-    k_max = out.shape[1]
-    if k_max == 0:
+    out, u = selection_start(x, counts)
+    if u is None:
         return out
-    u = unit(x).contiguous()
-    dim = u.shape[2]
-    small = not u.is_cuda
-    block_n = block_n or (32 if small else 128)
-    block_d = block_d or 64
-    block_s = block_s or (16 if small else 32)
+    u, k_max, dim = u.contiguous(), out.shape[1], u.shape[2]
+    block_n, block_d = tile_sizes(u, block_n, block_d)
+    block_s = block_s or (32 if u.is_cuda else 16)
 
     q = quality.to(u.dtype).masked_fill(~mask, 0).contiguous()
     d2 = q * q * (u.abs().sum(-1) > 0)  # as the reference: cos(x_i, x_i) is exactly 1 (0 for a zero row)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vtc.kernels.common import check_tokens, per_sample_k, selection_buffer, unit
+from vtc.kernels.common import check_tokens, per_sample_k, selection_start
 from vtc.kernels.dispatch import use_triton
 from vtc.kernels.similarity import topk_of_unit_rows
 
@@ -49,11 +49,10 @@ def most_isolated(nearest: Tensor, partner: Tensor, mask: Tensor) -> Tensor:
 def maxmin_select_torch(x: Tensor, counts: Tensor, mask: Tensor) -> Tensor:
     """The torch reference, batched: one ``[B, N]`` running max-similarity vector."""
     batch, n, _ = x.shape
-    out = selection_buffer(x, counts)
-    k_max = out.shape[1]
-    if k_max == 0:
+    out, u = selection_start(x, counts)
+    if u is None:
         return out
-    u = unit(x)
+    k_max = out.shape[1]
     rows = torch.arange(batch, device=x.device)
     nearest, partner = topk_of_unit_rows(u, u, 1, mask, mask, exclude_self=True)
     pick = most_isolated(nearest[..., 0], partner[..., 0], mask)

@@ -42,9 +42,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from vtc.kernels.common import selection_buffer, unit
+from vtc.kernels.common import selection_start, tile_sizes
 from vtc.kernels.maxmin import most_isolated
-from vtc.kernels.similarity_triton import BIG, similarity_topk_triton
+from vtc.kernels.similarity_triton import BIG, similarity_to_row, similarity_topk_triton
 
 
 @triton.jit(do_not_specialize=["step"])
@@ -90,19 +90,7 @@ def _maxmin_step_kernel(
         if step + 1 < count:
             offs = pid * BLOCK_N + tl.arange(0, BLOCK_N)
             n_in = offs < n
-            u_base = u_ptr + sample * stride_ub
-            pick_row = u_base + pick.to(tl.int64) * stride_un
-            sim = tl.zeros([BLOCK_N], u_ptr.dtype.element_ty)
-            for start_d in range(0, d, BLOCK_D):
-                dd = start_d + tl.arange(0, BLOCK_D)
-                d_in = dd < d
-                p = tl.load(pick_row + dd, mask=d_in, other=0.0)
-                rows = tl.load(
-                    u_base + offs[:, None].to(tl.int64) * stride_un + dd[None, :],
-                    mask=n_in[:, None] & d_in[None, :],
-                    other=0.0,
-                )
-                sim += tl.sum(rows * p[None, :], axis=1)
+            sim = similarity_to_row(u_ptr + sample * stride_ub, pick, offs, n_in, d, stride_un, BLOCK_N, BLOCK_D)
             state = closest_ptr + sample * n + offs
             near = tl.load(state, mask=n_in, other=float("inf"))
             near = tl.maximum(near, sim)
@@ -131,15 +119,11 @@ def maxmin_select_triton(
 ) -> Tensor:
     """Same contract as ``maxmin_select_torch``; ``block_*`` override the tile sizes (powers of two)."""
     batch, n, _ = x.shape
-    out = selection_buffer(x, counts)
-    k_max = out.shape[1]
-    if k_max == 0:
+    out, u = selection_start(x, counts)
+    if u is None:
         return out
-    u = unit(x).contiguous()
-    dim = u.shape[2]
-    small = not u.is_cuda
-    block_n = block_n or (32 if small else 128)
-    block_d = block_d or 64
+    u, k_max, dim = u.contiguous(), out.shape[1], u.shape[2]
+    block_n, block_d = tile_sizes(u, block_n, block_d)
 
     first = first_pick_triton(x, mask)
 

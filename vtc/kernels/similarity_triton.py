@@ -33,6 +33,25 @@ BIG = 2**31 - 1  # "no index" while merging; larger than any real index
 
 
 @triton.jit
+def similarity_to_row(u_base, row, offs, n_in, d, stride_un, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Cosines ``[BLOCK_N]`` of the unit rows at ``offs`` (valid where ``n_in``) with unit row ``row``, both rows
+    of the sample starting at ``u_base``; ``d`` features, streamed ``BLOCK_D`` at a time."""
+    row_ptr = u_base + row.to(tl.int64) * stride_un
+    sim = tl.zeros([BLOCK_N], u_base.dtype.element_ty)
+    for start_d in range(0, d, BLOCK_D):
+        dd = start_d + tl.arange(0, BLOCK_D)
+        d_in = dd < d
+        p = tl.load(row_ptr + dd, mask=d_in, other=0.0)
+        rows = tl.load(
+            u_base + offs[:, None].to(tl.int64) * stride_un + dd[None, :],
+            mask=n_in[:, None] & d_in[None, :],
+            other=0.0,
+        )
+        sim += tl.sum(rows * p[None, :], axis=1)
+    return sim
+
+
+@triton.jit
 def _similarity_topk_kernel(
     a_ptr,
     b_ptr,
