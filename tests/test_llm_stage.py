@@ -345,7 +345,7 @@ def test_encoder_stage_feeds_the_llm_its_merged_tokens(pixels):
 
 def test_compose_maps_through_both_stages():
     """Hand-computed: 6 source tokens merged into 4 slots, then 2 of those kept."""
-    from vtc.models.base import compose
+    from vtc.models.patch import compose
 
     first = Compressed(
         torch.zeros(1, 4, 2),

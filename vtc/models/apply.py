@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vtc.core.registry import STAGES, Compressor, build
-from vtc.models.base import Patch
+from vtc.models.patch import Patch
 from vtc.models.registry import adapter_for
 
 MethodSpec = str | Compressor | tuple[str, dict[str, Any]]
