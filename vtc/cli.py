@@ -87,6 +87,7 @@ def compare(media: str, question: str, specs: list[MethodSpec], model_id: str, m
     from vtc.models.loading import load
     from vtc.models.preflight import check_pairs
     from vtc.models.prompt import media_prompt
+    from vtc.models.registry import check_media
     from vtc.models.run import run
 
     problems = check_specs(specs)  # bad names, kwargs or budgets fail before loading anything
@@ -99,8 +100,7 @@ def compare(media: str, question: str, specs: list[MethodSpec], model_id: str, m
     if problems:
         raise ValueError("nothing was run:\n" + "\n".join(f"  {p}" for p in problems))
     kind = "video" if video else "image"
-    if getattr(model.config, f"{kind}_token_id", None) is None:
-        raise ValueError(f"media: {model_id} ({model.config.model_type}) takes no {kind} input")
+    check_media(model.config, kind, model_id)
     inputs = processor(**{f"{kind}s": [pixels]}, text=media_prompt(processor, question, kind), return_tensors="pt")
     rows = []
     for spec in [MethodSpec("none"), *specs]:

@@ -334,13 +334,13 @@ def check_methods(model: Any, specs: Sequence[MethodSpec]) -> None:
 def prepare_inputs(model: Any, processor: Any, media: Media, question: str) -> tuple[Any, int]:
     """The processor's inputs for one image or video and the question, and the number of visual tokens."""
     from vtc.models.prompt import media_prompt
+    from vtc.models.registry import check_media
+    from vtc.models.run import visual_counts
 
-    token_id = getattr(model.config, f"{media.kind}_token_id", None)
-    if token_id is None:
-        raise ValueError(f"media: this model ({model.config.model_type}) takes no {media.kind} input")
+    check_media(model.config, media.kind)
     text = media_prompt(processor, normalise_question(question, processor), media.kind)
     inputs = processor(**{f"{media.kind}s": [media.pixels]}, text=text, return_tensors="pt")
-    return inputs, int((inputs["input_ids"] == token_id).sum())
+    return inputs, visual_counts(model, inputs["input_ids"])[0]
 
 
 def run_comparison(model: Any, processor: Any, media: Media, question: str, specs: Sequence[MethodSpec],

@@ -115,19 +115,17 @@ class ModelRunner:
     def __init__(self, label: str, model: Any, processor: Any, device: str, settings: Settings) -> None:
         self.label, self.model, self.processor = label, model, processor
         self.device, self.settings = device, settings
-        tokenizer = getattr(processor, "tokenizer", None)
-        if tokenizer is not None and not hasattr(processor, "build_prompt"):
-            tokenizer.padding_side = "left"  # batched generation
-        self.pad_id = getattr(tokenizer, "pad_token_id", None)
-        if self.pad_id is None:
-            self.pad_id = getattr(tokenizer, "eos_token_id", None)
+        from vtc.models.prompt import prepare_batching
+
+        self.pad_id = prepare_batching(processor)
         params = inspect.signature(model.forward).parameters
         self.forward_extra = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
         self.warm = False
 
     def media_types(self) -> set[str]:
-        config = self.model.config
-        return {kind for kind in ("image", "video") if getattr(config, f"{kind}_token_id", None) is not None}
+        from vtc.models.registry import media_types
+
+        return media_types(self.model.config)
 
     def _sync(self) -> None:
         if self.device.startswith("cuda"):

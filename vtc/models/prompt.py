@@ -19,6 +19,17 @@ def media_prompt(processor: Any, question: str, media: str | None = "image") -> 
     return question if media is None else f"{getattr(processor, media + '_token')}\n{question}"
 
 
+def prepare_batching(processor: Any) -> int | None:
+    """Set up ``processor`` for batched generation with a decoder-only LLM (padding on the left) and return the
+    pad id ``generate`` should use (the tokenizer's pad, else its end-of-sequence token). vtc's own tiny
+    processor pads on the left already."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is not None and not hasattr(processor, "build_prompt"):
+        tokenizer.padding_side = "left"
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return pad if pad is not None else getattr(tokenizer, "eos_token_id", None)
+
+
 def without_media(processor: Any, prompt: str, media: str | None) -> str:
     """``prompt`` as it is, or (``media=None``) with the processor's media markers taken out."""
     if media is not None:

@@ -28,6 +28,17 @@ def adapter_class(config: Any) -> type[Adapter]:
     return adapters[model_type]
 
 
+def media_types(config: Any) -> set[str]:
+    """The media a model takes (``image``, ``video``), by its family's adapter."""
+    return set(adapter_class(config).media_keys)
+
+
+def check_media(config: Any, kind: str, name: str = "this model") -> None:
+    """A clear error when the model takes no ``kind`` input."""
+    if kind not in media_types(config):
+        raise ValueError(f"media: {name} ({config.model_type}) takes no {kind} input")
+
+
 def adapter_for(model: Any, cls_substitute: str | None = None) -> Adapter:
     """The adapter for ``model``; an unsupported model raises a ValueError listing the supported types."""
     return adapter_class(getattr(model, "config", None))(model, cls_substitute)
