@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vtc.core.registry import Compressor, MethodInfo, build, get_info, resolve_alias
+from vtc.core.registry import Compressor, build
 
 NONE = "none"
 TEXT_ONLY = "text-only"
@@ -76,11 +76,6 @@ class MethodSpec:
         if "count" in self.budget:
             return f"{self.budget['count']} tokens"
         return str(self.budget.get("budget", "adaptive"))
-
-    @property
-    def info(self) -> MethodInfo:
-        """The registered method (aliases resolved); unknown names raise a ValueError listing the known ones."""
-        return get_info(resolve_alias(self.name, self.kwargs))
 
     def build(self) -> Compressor | None:
         """The compressor (None for the controls); bad names, kwargs or budgets raise a ValueError."""

@@ -26,7 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vtc.core.spec import CONTROLS, TEXT_ONLY, MethodSpec, parse_spec
+from vtc.core.spec import BUDGET_KEYS, CONTROLS, TEXT_ONLY, MethodSpec, parse_spec
 
 BASELINE = "pool"
 
@@ -69,7 +69,7 @@ def parse_mapping(entry: dict, ratios: list[float]) -> list[MethodSpec]:
     if "name" not in entry:
         raise ValueError(f"methods: a mapping entry needs a name, got {entry}")
     name = str(entry.pop("name"))
-    budget = {k: entry.pop(k) for k in ("ratio", "count", "budget") if k in entry}
+    budget = {k: entry.pop(k) for k in BUDGET_KEYS if k in entry}
     if name in CONTROLS:
         return [MethodSpec(name)]
     if budget:
