@@ -14,8 +14,10 @@ import sys
 import pytest
 from PIL import Image
 
+from vtc.core.spec import MethodSpec
 from vtc.data import image as image_module
-from vtc.demo import app
+from vtc.demo import app, compare
+from vtc.demo import media as inputs
 from vtc.demo.overlay import (
     DIM_ALPHA,
     draw_overlays,
@@ -91,11 +93,11 @@ def test_overlay_video_frames_follow_temporal_slices():
 
 # ----------------------------------------------------------------------------------------------- inputs
 def test_examples_are_small_and_complete():
-    examples = app.load_examples()
+    examples = inputs.load_examples()
     assert {e["media"] for e in examples.values()} == {"image", "video"}
     total = 0
     for name, entry in examples.items():
-        path = app.example_path(name)
+        path = inputs.example_path(name)
         assert path.is_file() and entry["question"].endswith("?") and entry["answer"] in entry["options"]
         total += path.stat().st_size
     assert total < 300_000
@@ -103,54 +105,54 @@ def test_examples_are_small_and_complete():
 
 def test_parse_kwargs():
     text = "visionzip: contextual_fraction=0.1, layers=(-2,)\ntome metric=keys; dart: pivots=4"
-    assert app.parse_kwargs(text) == {
+    assert compare.parse_kwargs(text) == {
         "visionzip": {"contextual_fraction": 0.1, "layers": (-2,)},
         "tome": {"metric": "keys"},
         "dart": {"pivots": 4},
     }
-    assert app.parse_kwargs("") == {}
+    assert compare.parse_kwargs("") == {}
     with pytest.raises(ValueError, match="cannot read the arguments of 'dart'"):
-        app.parse_kwargs("dart: 4")
+        compare.parse_kwargs("dart: 4")
     with pytest.raises(ValueError, match="cannot read"):
-        app.parse_kwargs("dart: pivots=[")
+        compare.parse_kwargs("dart: pivots=[")
 
 
 def test_method_specs_budgets():
-    specs = app.method_specs(["divprune", "prumerge"], "", "ratio", 0.1, 32, adaptive=True)
+    specs = compare.method_specs(["divprune", "prumerge"], "", "ratio", 0.1, 32, adaptive=True)
     assert [(s.name, s.budget) for s in specs] == [("divprune", {"ratio": 0.1}), ("prumerge", {"budget": "adaptive"})]
-    specs = app.method_specs(["divprune", "prumerge"], "divprune:", "token count", 0.1, 20, adaptive=False)
+    specs = compare.method_specs(["divprune", "prumerge"], "divprune:", "token count", 0.1, 20, adaptive=False)
     assert [s.budget for s in specs] == [{"count": 20}, {"count": 20}]
     assert [s.describe_budget() for s in specs] == ["20 tokens", "20 tokens"]
     with pytest.raises(ValueError, match="at most 4 methods"):
-        app.method_specs(["divprune", "pool", "tome", "random", "uniform"])
+        compare.method_specs(["divprune", "pool", "tome", "random", "uniform"])
     with pytest.raises(ValueError, match="arguments for visionzip, which is not among the chosen"):
-        app.method_specs(["divprune"], "visionzip: contextual_fraction=0.1")
-    assert "contextual_fraction" in app.kwargs_help(["visionzip"])
+        compare.method_specs(["divprune"], "visionzip: contextual_fraction=0.1")
+    assert "contextual_fraction" in compare.kwargs_help(["visionzip"])
 
 
 def test_media_limits_and_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="upload an image or a video, or pick a bundled example"):
-        app.resolve_media(None, None)
+        inputs.resolve_media(None, None)
     with pytest.raises(ValueError, match="notes.txt is not a supported file type"):
-        app.load_media(tmp_path / "notes.txt")
+        inputs.load_media(tmp_path / "notes.txt")
     with pytest.raises(ValueError, match="no such file"):
-        app.load_media(tmp_path / "missing.png")
+        inputs.load_media(tmp_path / "missing.png")
     big = tmp_path / "big.png"
     Image.new("RGB", (40, 30)).save(big)
-    assert app.load_media(big).kind == "image"
+    assert inputs.load_media(big).kind == "image"
     monkeypatch.setattr(image_module, "MAX_IMAGE_PIXELS", 1000)  # the limit shared with vtc compare and vtc eval
     with pytest.raises(ValueError, match="40x30 pixels, over the 20 MP limit"):
-        app.load_media(big)
-    clip = app.example_path("clip-direction")
+        inputs.load_media(big)
+    clip = inputs.example_path("clip-direction")
     with pytest.raises(ValueError, match="expected 1..8 frames per video, got 9"):
-        app.load_media(clip, frames=9, max_frames=8)
-    monkeypatch.setattr(app, "MAX_VIDEO_BYTES", 1000)
+        inputs.load_media(clip, frames=9, max_frames=8)
+    monkeypatch.setattr(inputs, "MAX_VIDEO_BYTES", 1000)
     with pytest.raises(ValueError, match="over the 200 MB limit"):
-        app.load_media(clip)
+        inputs.load_media(clip)
     with pytest.raises(ValueError, match="question: type a question"):
-        app.resolve_question("  ", None)
-    assert app.resolve_question("", "scene-colour") == app.load_examples()["scene-colour"]["question"]
-    assert app.normalise_question("What colour is the Square?", object()) == "What colour is the Square?"
+        inputs.resolve_question("  ", None)
+    assert inputs.resolve_question("", "scene-colour") == inputs.load_examples()["scene-colour"]["question"]
+    assert inputs.normalise_question("What colour is the Square?", object()) == "What colour is the Square?"
 
 
 def test_broken_video_is_a_clear_error(tmp_path):
@@ -158,21 +160,21 @@ def test_broken_video_is_a_clear_error(tmp_path):
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"not a video")
     with pytest.raises(ValueError, match="video: cannot decode"):
-        app.load_media(broken)
+        inputs.load_media(broken)
 
 
 # ----------------------------------------------------------------------------------------------- running
 def test_comparison_on_an_image(tiny):
     _, model, processor = tiny
-    media = app.resolve_media(None, "scene-colour")
-    specs = app.method_specs(["divprune", "pool", "visionzip", "prumerge"], "", "ratio", 0.25, adaptive=True)
+    media = inputs.resolve_media(None, "scene-colour")
+    specs = compare.method_specs(["divprune", "pool", "visionzip", "prumerge"], "", "ratio", 0.25, adaptive=True)
     steps = []
-    results = app.run_comparison(model, processor, media, "What colour is the square?", specs, 3,
+    results = compare.run_comparison(model, processor, media, "What colour is the square?", specs, 3,
                                  lambda frac, text: steps.append(frac))
-    assert [r.label for r in results] == [app.REFERENCE, "divprune", "pool", "visionzip", "prumerge"]
+    assert [r.label for r in results] == [compare.REFERENCE, "divprune", "pool", "visionzip", "prumerge"]
     assert all(r.error is None for r in results), [r.error for r in results]
     counts = {r.label: (r.before, r.after) for r in results}
-    assert counts[app.REFERENCE] == (196, 196)
+    assert counts[compare.REFERENCE] == (196, 196)
     assert counts["divprune"] == counts["pool"] == counts["visionzip"] == (196, 49)
     prumerge = results[-1]
     assert prumerge.adaptive and 1 <= prumerge.after < 196
@@ -183,24 +185,24 @@ def test_comparison_on_an_image(tiny):
     assert results[2].legend == "0 kept · 196 merged into 49 · 0 dropped"
     assert steps[0] == 0 and steps[-1] == 1.0 and len(steps) == 7  # warm-up, 5 columns, done
     # outputs: the table, the chart and the JSON the API returns
-    rows = app.table_rows(results)
+    rows = compare.table_rows(results)
     assert rows[1][:4] == ["divprune", "ratio 0.25", "196 → 49", rows[1][3]]
-    assert [c["tokens"] for c in app.chart_rows(results)][:3] == [196, 49, 49]
-    data = json.loads(json.dumps(app.summary(media, "q", results, "tiny")))
+    assert [c["tokens"] for c in compare.chart_rows(results)][:3] == [196, 49, 49]
+    data = json.loads(json.dumps(compare.summary(media, "q", results, "tiny")))
     assert data["results"][4]["chosen"] == prumerge.after and data["results"][1]["chosen"] is None
-    assert "visual tokens: **196 → 49**" in app.column_markdown(results[1])
-    assert f"(chose {prumerge.after})" in app.column_markdown(prumerge)
+    assert "visual tokens: **196 → 49**" in compare.column_markdown(results[1])
+    assert f"(chose {prumerge.after})" in compare.column_markdown(prumerge)
 
 
 def test_methods_that_cannot_run_stop_everything_with_one_line_each(tiny, monkeypatch):
     _, model, processor = tiny
-    media = app.resolve_media(None, "scene-left-of")
+    media = inputs.resolve_media(None, "scene-left-of")
     ran = []
-    monkeypatch.setattr(app, "run_method", lambda *a, **k: ran.append(a))
-    specs = [app.MethodSpec("nope", {"ratio": 0.5}), app.MethodSpec("divprune", {"ratio": 0.5}, {"bogus": 1}),
-             app.MethodSpec("hiprune", {"ratio": 0.5}), app.MethodSpec("divprune", {"count": 10})]
+    monkeypatch.setattr(compare, "run_method", lambda *a, **k: ran.append(a))
+    specs = [MethodSpec("nope", {"ratio": 0.5}), MethodSpec("divprune", {"ratio": 0.5}, {"bogus": 1}),
+             MethodSpec("hiprune", {"ratio": 0.5}), MethodSpec("divprune", {"count": 10})]
     with pytest.raises(ValueError, match="cannot run") as err:
-        app.run_comparison(model, processor, media, "which shape is left of the yellow diamond ?", specs, 2)
+        compare.run_comparison(model, processor, media, "which shape is left of the yellow diamond ?", specs, 2)
     message = str(err.value)
     assert "nope:0.5: unknown method 'nope'" in message and "unknown argument(s) bogus" in message
     assert "hiprune:0.5: hiprune: reads encoder layer(s) [8]" in message and "divprune:count=10" not in message
@@ -212,42 +214,42 @@ def test_one_failing_method_stays_in_its_column(tiny, monkeypatch):
     from vtc.methods.random import Random
 
     _, model, processor = tiny
-    media = app.resolve_media(None, "scene-left-of")
+    media = inputs.resolve_media(None, "scene-left-of")
 
     def explode(self, sample, budget):
         raise RuntimeError("selection failed")
 
     monkeypatch.setattr(Random, "select", explode)
-    specs = [app.MethodSpec("random", {"ratio": 0.5}), app.MethodSpec("divprune", {"count": 10})]
-    results = app.run_comparison(model, processor, media, "which shape is left of the yellow diamond ?", specs, 2)
+    specs = [MethodSpec("random", {"ratio": 0.5}), MethodSpec("divprune", {"count": 10})]
+    results = compare.run_comparison(model, processor, media, "which shape is left of the yellow diamond ?", specs, 2)
     assert results[1].error == "RuntimeError: selection failed"
     assert results[1].overlays == [] and results[1].after is None
     assert (results[2].error, results[2].after) == (None, 10)
     assert results[0].error is None
-    assert "**error:** RuntimeError: selection failed" in app.column_markdown(results[1])
-    assert app.table_rows(results)[1][2:4] == ["-", "-"]
-    assert [c["method"] for c in app.chart_rows(results)] == [app.REFERENCE, "divprune"]
+    assert "**error:** RuntimeError: selection failed" in compare.column_markdown(results[1])
+    assert compare.table_rows(results)[1][2:4] == ["-", "-"]
+    assert [c["method"] for c in compare.chart_rows(results)] == [compare.REFERENCE, "divprune"]
 
 
 def test_comparison_on_a_video(tiny):
     pytest.importorskip("av")
     _, model, processor = tiny
-    media = app.resolve_media(None, "clip-direction", frames=8)
+    media = inputs.resolve_media(None, "clip-direction", frames=8)
     assert media.kind == "video" and len(media.pictures) == 8
-    results = app.run_comparison(model, processor, media, "which direction did the green square move ?",
-                                 app.method_specs(["divprune"], "", "ratio", 0.25), 2)
+    results = compare.run_comparison(model, processor, media, "which direction did the green square move ?",
+                                 compare.method_specs(["divprune"], "", "ratio", 0.25), 2)
     # 8 frames at 112 px: 4 temporal slices x 7 x 7 tokens
     assert [(r.before, r.after) for r in results] == [(196, 196), (196, 49)]
     assert all(len(r.overlays) == 8 for r in results)
-    assert app.gallery_items(media, results[1])[7][1] == "frame 8"
+    assert compare.gallery_items(media, results[1])[7][1] == "frame 8"
 
 
 def test_llava_rejects_video(tiny, tmp_path):
     from tiny_models import tiny_llava, tiny_llava_processor
 
-    media = app.resolve_media(None, "clip-entered", frames=8)
+    media = inputs.resolve_media(None, "clip-entered", frames=8)
     with pytest.raises(ValueError, match="takes no video input"):
-        app.prepare_inputs(tiny_llava(), tiny_llava_processor(), media, "q")
+        compare.prepare_inputs(tiny_llava(), tiny_llava_processor(), media, "q")
 
 
 # ----------------------------------------------------------------------------------------------- app + API
@@ -260,16 +262,16 @@ def test_app_over_http_with_gradio_client(tiny):
     app.launch(demo, port=port, prevent_thread_lock=True, quiet=True)
     try:
         client = client_mod.Client(f"http://127.0.0.1:{port}/", verbose=False)
-        image = client_mod.handle_file(str(app.example_path("scene-colour")))
+        image = client_mod.handle_file(str(inputs.example_path("scene-colour")))
         data = client.predict(image, None, "what colour is the square ?", ["divprune", "pool"], "", "ratio", 0.25,
                               32, True, 16, 3, api_name="/compare")
         assert [(r["method"], r["before"], r["after"]) for r in data["results"]] == [
-            (app.REFERENCE, 196, 196), ("divprune", 196, 49), ("pool", 196, 49)]
+            (compare.REFERENCE, 196, 196), ("divprune", 196, 49), ("pool", 196, 49)]
         assert all(isinstance(r["answer"], str) and r["error"] is None for r in data["results"])
         # a bundled example by name, a token count, and an error that names its cause
         data = client.predict(None, "scene-left-of", "", ["tome"], "", "token count", 0.25, 20, True, 16, 2,
                               api_name="/compare")
-        assert data["question"] == app.load_examples()["scene-left-of"]["question"]
+        assert data["question"] == inputs.load_examples()["scene-left-of"]["question"]
         assert data["results"][1]["after"] == 20
         with pytest.raises(Exception, match="upload an image or a video"):
             client.predict(None, None, "q", ["tome"], "", "ratio", 0.25, 20, True, 16, 2, api_name="/compare")

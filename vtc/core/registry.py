@@ -156,9 +156,10 @@ def register(
     return wrap
 
 
-def list_methods() -> list[MethodInfo]:
-    """Every registered method, sorted by name (``import vtc`` registers the built-in ones)."""
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+def list_methods(stage: str | None = None) -> list[MethodInfo]:
+    """Every registered method (of ``stage``, if given), sorted by name (``import vtc`` registers the built-in
+    ones)."""
+    return [_REGISTRY[k] for k in sorted(_REGISTRY) if stage is None or _REGISTRY[k].stage == stage]
 
 
 def resolve_alias(name: str, kwargs: dict[str, Any]) -> str:

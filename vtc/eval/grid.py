@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vtc.core.registry import list_methods
 from vtc.core.spec import BUDGET_KEYS, CONTROLS, TEXT_ONLY, MethodSpec, parse_spec
 
 BASELINE = "pool"
@@ -44,12 +45,6 @@ CONTROL_SPECS = [NONE, MethodSpec(TEXT_ONLY)]
 DEFAULT_METHODS = ("divprune", "visionzip", "fastv")
 
 
-def projector_methods() -> list[str]:
-    from vtc.core.registry import list_methods
-
-    return [m.name for m in list_methods() if m.stage == "projector"]
-
-
 def parse_item(item: str, ratios: list[float]) -> list[MethodSpec]:
     """One ``--methods`` item (module docstring) as grid entries."""
     name, _, budget = item.strip().partition(":")
@@ -57,7 +52,7 @@ def parse_item(item: str, ratios: list[float]) -> list[MethodSpec]:
     if name in ("all", "default"):
         if budget:
             raise ValueError(f"methods: '{name}' takes the ratios of --ratios, not a budget of its own")
-        names = projector_methods() if name == "all" else DEFAULT_METHODS
+        names = [m.name for m in list_methods("projector")] if name == "all" else DEFAULT_METHODS
         return [MethodSpec(n, {"ratio": r}) for n in names for r in ratios]
     if budget or name in CONTROLS:
         return [parse_spec(item)]
