@@ -122,6 +122,24 @@ def test_batch_equals_per_sample(method_name):
         assert torch.equal(alone.features[0], out.features[i, :k])
 
 
+@pytest.mark.parametrize("name", [m.name for m in vtc.list_methods() if m.batched])
+@pytest.mark.parametrize("budget", [{"ratio": 0.3}, {"count": 5}])
+def test_batched_selection_equals_the_per_sample_one(name, budget):
+    """A batched method's one call for the padded batch picks exactly what its per-sample select picks."""
+    from vtc.core.selection import split_samples
+
+    compressor = vtc.build(name, **budget)
+    tokens = make_tokens(GRIDS, dim=16)
+    batched = compressor.config.select_batch(tokens, compressor.budget)
+    for sample, together in zip(split_samples(tokens), batched, strict=True):
+        alone = compressor.config.select(sample, compressor.budget)
+        assert torch.equal(together.rep, alone.rep) and together.info == alone.info
+
+
+def test_the_slow_greedy_methods_are_batched():
+    assert {m.name for m in vtc.list_methods() if m.batched} >= {"divprune", "cdpruner"}
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
 def test_dtypes(method_name, dtype):
     tokens, out = compress(method_name, dtype=dtype, ratio=0.3)

@@ -33,6 +33,9 @@ class MethodInfo:
     ``static_count``: the output count follows from the grid and budget alone (not the content).
     ``score_based``: ranks tokens by a mass, so ``budget="coverage:p"`` works.
     ``adaptive``: chooses its own count when no budget (or ``budget="adaptive"``) is given.
+    ``batched``: the config has ``select_batch(tokens, budget) -> list[Selection]``, which selects for the
+    whole padded batch at once (one kernel call) with exactly the per-sample results; the others run
+    ``select`` sample by sample.
 
     What adapters need, declared (adapters read these, never a method's name or guessed attributes):
     ``encoder_layers``: the config field listing the vision-encoder layers whose attention the method
@@ -56,6 +59,7 @@ class MethodInfo:
     summary: str
     paper: str
     config: type
+    batched: bool = False
     encoder_layers_field: str | None = None
     attention_field: str | None = None
     llm_layers_field: str | None = None
@@ -106,6 +110,7 @@ def register(
     static_count: bool = True,
     score_based: bool = False,
     adaptive: bool = False,
+    batched: bool = False,
     encoder_layers: str | None = None,
     attention: str | None = None,
     llm_layers: str | None = None,
@@ -127,6 +132,8 @@ def register(
             raise TypeError(f"{cls.__name__}: register a frozen dataclass")
         if name in _REGISTRY and _REGISTRY[name].config is not cls:
             raise ValueError(f"method {name!r} is already registered")
+        if batched and not callable(getattr(cls, "select_batch", None)):
+            raise TypeError(f"{cls.__name__}: declared batched=True, so it needs select_batch(tokens, budget)")
         fields = {f.name for f in dataclasses.fields(cls)}
         for declared in (encoder_layers, attention, llm_layers):
             if declared is not None and declared not in fields and not hasattr(cls, declared):
@@ -145,6 +152,7 @@ def register(
             summary,
             paper,
             cls,
+            batched=batched,
             encoder_layers_field=encoder_layers,
             attention_field=attention,
             llm_layers_field=llm_layers,
@@ -212,7 +220,10 @@ class Compressor:
                 f"{self.info.name}: needs signal(s) {', '.join(missing)} in VisualTokens; "
                 f"methods that need none: {', '.join(_methods_without(missing))}"
             )
-        selections = [self.config.select(sample, self.budget) for sample in split_samples(tokens)]
+        if self.info.batched:
+            selections = self.config.select_batch(tokens, self.budget)
+        else:
+            selections = [self.config.select(sample, self.budget) for sample in split_samples(tokens)]
         return assemble(tokens, selections, self.info.name)
 
 

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
 from vtc.core.registry import register
-from vtc.core.selection import Sample, Selection
+from vtc.core.selection import Sample, Selection, split_samples
+from vtc.core.types import VisualTokens
 from vtc.kernels.common import unit
 from vtc.kernels.dpp import dpp_select
 
@@ -33,7 +35,7 @@ def instruction_relevance(x: Tensor, text: Tensor, negate: bool = False) -> Tens
     return (r - r.min() + 1e-6) / spread
 
 
-@register("cdpruner", paper="arXiv:2506.10967", optional_signals=("text",))
+@register("cdpruner", paper="arXiv:2506.10967", optional_signals=("text",), batched=True)
 @dataclass(frozen=True)
 class CDPruner:
     """Conditional DPP: diverse tokens weighted by relevance to the question (greedy MAP)."""
@@ -44,14 +46,30 @@ class CDPruner:
         if not isinstance(self.negate_relevance, bool):
             raise ValueError(f"negate_relevance: expected True or False, got {self.negate_relevance!r}")
 
+    def quality(self, sample: Sample) -> Tensor | None:
+        """The relevance of each token to the question (None without question text)."""
+        if sample.text is None or sample.text.shape[0] == 0:
+            return None
+        if sample.text.shape[-1] != sample.features.shape[-1]:
+            raise ValueError(
+                f"text: expected width {sample.features.shape[-1]} (the features'), got {sample.text.shape[-1]}"
+            )
+        return instruction_relevance(sample.features, sample.text, self.negate_relevance)
+
     def select(self, sample: Sample, budget: Budget) -> Selection:
-        k = budget.resolve(sample.n)
-        quality = None
-        if sample.text is not None and sample.text.shape[0] > 0:
-            if sample.text.shape[-1] != sample.features.shape[-1]:
-                raise ValueError(
-                    f"text: expected width {sample.features.shape[-1]} (the features'), got {sample.text.shape[-1]}"
-                )
-            quality = instruction_relevance(sample.features, sample.text, self.negate_relevance)[None]
-        order = dpp_select(sample.features[None], k, quality)[0]
-        return Selection.keep(order, sample.n, relevance_used=quality is not None)
+        quality = self.quality(sample)
+        order = dpp_select(sample.features[None], budget.resolve(sample.n), None if quality is None else quality[None])
+        return Selection.keep(order[0], sample.n, relevance_used=quality is not None)
+
+    def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
+        """One ``dpp_select`` call for the padded batch; a sample without question text gets quality 1."""
+        samples = split_samples(tokens)
+        qualities = [self.quality(s) for s in samples]
+        quality = torch.ones(tokens.features.shape[:2], dtype=torch.float32, device=tokens.features.device)
+        for b, q in enumerate(qualities):
+            if q is not None:
+                quality[b, : q.shape[0]] = q
+        counts = [budget.resolve(s.n) for s in samples]
+        order = dpp_select(tokens.features, torch.tensor(counts), quality, tokens.mask)
+        return [Selection.keep(order[b, :k], s.n, relevance_used=q is not None)
+                for b, (k, s, q) in enumerate(zip(counts, samples, qualities, strict=True))]

@@ -4,18 +4,21 @@ Alkhouri et al., "DivPrune: Diversity-based Visual Token Pruning for Large Multi
 (CVPR 2025, arXiv:2503.02175) cast pruning as a Max-Min Diversity Problem and solve it greedily:
 first the token whose nearest other token is farthest, then repeatedly the token whose minimum
 distance to the chosen set is largest. Distance is ``1 - cos``. The selection runs in the
-``maxmin_select`` kernel (Triton on CUDA): no N x N matrix, one running vector of length N.
+``maxmin_select`` kernel (Triton on CUDA): no N x N matrix, one running vector of length N, and one
+kernel call for a whole padded batch (``select_batch``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
+from vtc.core.types import VisualTokens
 from vtc.kernels.maxmin import maxmin_select
 
 
@@ -24,7 +27,7 @@ def divprune_indices(x: Tensor, k: int) -> Tensor:
     return maxmin_select(x[None], k)[0]
 
 
-@register("divprune", paper="arXiv:2503.02175")
+@register("divprune", paper="arXiv:2503.02175", batched=True)
 @dataclass(frozen=True)
 class DivPrune:
     """Greedy max-min diversity (MMDP) on cosine distance."""
@@ -33,3 +36,9 @@ class DivPrune:
         k = budget.resolve(sample.n)
         order = divprune_indices(sample.features, k)
         return Selection.keep(order, sample.n)
+
+    def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
+        lengths = tokens.lengths.tolist()
+        counts = [budget.resolve(n) for n in lengths]
+        order = maxmin_select(tokens.features, torch.tensor(counts), tokens.mask)
+        return [Selection.keep(order[b, :k], n) for b, (k, n) in enumerate(zip(counts, lengths, strict=True))]
