@@ -152,7 +152,6 @@ def test_media_limits_and_errors(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="question: type a question"):
         inputs.resolve_question("  ", None)
     assert inputs.resolve_question("", "scene-colour") == inputs.load_examples()["scene-colour"]["question"]
-    assert inputs.normalise_question("What colour is the Square?", object()) == "What colour is the Square?"
 
 
 def test_broken_video_is_a_clear_error(tmp_path):

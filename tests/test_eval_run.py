@@ -272,18 +272,20 @@ def test_pairs_that_cannot_run_stop_the_run_before_the_first_sample(setup, tmp_p
     assert not (out / "samples.jsonl").exists()
 
 
-def test_questions_with_more_options_than_the_model_offers_are_refused(setup, tmp_path, capsys):
-    from vtc.models.loading import max_options
+def test_questions_with_more_options_than_the_model_offers_are_refused(setup, tmp_path, capsys, monkeypatch):
+    """The embedded models offer all 26 letters, as the data does; a model whose prompt format offers fewer
+    (here: 4, as the models before issue M did) is refused before the first sample."""
+    from vtc.models import loading
 
-    limit = max_options(setup["model"])
-    many = [f"answer {i}" for i in range(limit + 1)]
+    assert loading.max_options(setup["model"]) == 26
+    monkeypatch.setattr(loading, "max_options", lambda name: 4)
     annotations = tmp_path / "many.jsonl"
     image = setup["root"] / "data" / "media"
     first = sorted(p.name for p in image.glob("*.png"))[0]
     annotations.write_text(json.dumps({"id": "many", "image": str(image / first), "question": "which ?",
-                                       "options": many, "answer": "A"}) + "\n")
+                                       "options": [f"answer {i}" for i in range(5)], "answer": "A"}) + "\n")
     capsys.readouterr()
     assert main([str(annotations), *setup["args"][1:], "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert f"the data has questions with {limit + 1} options; this model's prompt format offers at most {limit}" in err
+    assert "the data has questions with 5 options; this model's prompt format offers at most 4" in err
     assert not (tmp_path / "out" / "samples.jsonl").exists()

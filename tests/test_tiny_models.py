@@ -145,6 +145,49 @@ def test_training_continues_from_exported_weights(tmp_path):
     assert history["step"] == 1 and history["init_training"]["step"] == 3
 
 
+def test_prompts_normalise_benchmark_spellings(tokenizer):
+    """Case, punctuation, letter prefixes and variant spellings map to the vocabulary; unknown words to <unk>."""
+    assert tiny.normalise("Which shape appeared first?") == "which shape appeared first ?"
+    assert tiny.normalise("What color is the Star?") == "what colour is the star ?"
+    assert tiny.normalise("How many circles are there?") == "how many circle are there ?"
+    assert tiny.normalise("is there a <image> red star ?") == "is there a red star ?"  # markup is never a marker
+    assert [tiny.normalise_option(o) for o in ["A. red", "(B) Blue", "c) 2", "[D] two", " E: yellow.", "Red", "A"]] == [
+        "red", "blue", "2", "2", "yellow", "red", "a"]
+    processor = tiny.TinyProcessor(tokenizer, "llava")
+    native = processor.build_prompt("what colour is the star ?", "image", ["red", "blue", "green", "yellow", "purple"])
+    messy = processor.build_prompt("What colour is the STAR?", "image",
+                                   ["A. Red", "(B) blue", "C) green", "D: Yellow", "E. purple"])
+    assert messy == native == ("question : what colour is the star ? <image> options : red A , blue B , green C , "
+                               "yellow D , purple E answer :")
+    unknown = processor.build_prompt("What hue is the zebra?", "image", ["A. crimson", "B. blue"])
+    ids = processor(text=[unknown], images=[shapes.make_image(0, 0).frames[0]])["input_ids"][0]
+    assert (ids == tokenizer.unk_token_id).sum() == 3  # hue, zebra, crimson
+    open_question = processor.build_prompt("what colour is the star ?", "image")
+    assert open_question == "question : what colour is the star ? <image> answer :"
+
+
+def test_reoption_keeps_the_answer_and_spans_two_to_five_options():
+    rng = __import__("random").Random(0)
+    for i in range(40):
+        sample = shapes.make_video(5, i) if i % 2 else shapes.make_image(5, i)
+        for n in range(2, 6):
+            options = tiny_train.reoption(sample, n, rng)
+            assert sample.answer_text in options and len(set(options)) == len(options)
+            assert len(options) == (2 if sample.kind == "exists" else n)
+            if sample.kind == "left_of":
+                assert sample.question.split()[-2] not in options  # never the reference's own shape
+    letters = {tiny_train.gold(s, tiny_train.eval_options(s, i)) for i, s in enumerate(tiny_train.held_out(40, False))}
+    assert letters == set("ABCDE")
+
+
+def test_scoring_rules():
+    options = ["red", "blue", "green"]
+    assert [tiny_train.choice_of("blue B", options, r) for r in tiny_train.RULES] == ["B", "B", "B"]
+    assert [tiny_train.choice_of("blue A", options, r) for r in tiny_train.RULES] == ["A", "A", "B"]  # letter first
+    assert [tiny_train.choice_of("blue", options, r) for r in tiny_train.RULES] == ["B", "", "B"]  # no letter
+    assert [tiny_train.choice_of("2 E", ["1", "2"], r) for r in tiny_train.RULES] == ["B", "", "B"]  # E: no option
+
+
 # ----------------------------------------------------------------------------------------------- shipped weights
 EMBEDDED = ["vtc-tiny-llava", "vtc-tiny-qwen2vl"]
 
@@ -178,6 +221,29 @@ def test_shipped_models_load_offline_and_generate(shipped, monkeypatch):
     assert isinstance(processor.batch_decode(out[:, inputs["input_ids"].shape[1] :])[0], str)
 
 
+@pytest.mark.parametrize("name", EMBEDDED)
+def test_five_options_end_to_end(shipped, name):
+    """Five options, with letter prefixes and capitals as benchmark files give them: prompt, tokens, an
+    answer that names a valid letter (E included) through the letter rules alone."""
+    from vtc.eval.answers import extract_letter
+
+    model, processor = shipped[name]
+    samples = [s for s in tiny_train.held_out(24, video=False) if s.kind == "color"][:4]
+    questions = []
+    for k, s in enumerate(samples):
+        opts = [o for o in shapes.COLORS if o != s.answer_text][:4]
+        opts.insert([0, 2, 4, 4][k], s.answer_text)  # gold answers at A, C, E and E
+        questions.append(processor.build_prompt(s.question.capitalize().replace(" ?", "?"), "image",
+                                                [f"{'ABCDE'[i]}. {o.capitalize()}" for i, o in enumerate(opts)]))
+    assert all(q.count(" , ") == 4 and q.endswith(" E answer :") for q in questions)
+    inputs = processor(text=questions, images=[s.frames[0] for s in samples])
+    assert not (inputs["input_ids"] == processor.tokenizer.unk_token_id).any()
+    out = model.generate(**inputs, max_new_tokens=4, do_sample=False)
+    answers = processor.batch_decode(out[:, inputs["input_ids"].shape[1] :])
+    letters = [extract_letter(a, [""] * 5) for a in answers]
+    assert all(letter in "ABCDE" and letter for letter in letters), answers
+
+
 # Smoke bars on 50 held-out samples (seed 1001, never used in training), deliberately loose: at least
 # 10 points above chance (the options' 1/n averaged over the samples), and keeping a random 5% of the
 # visual tokens costs accuracy. The full figures (docs/tiny-models.md) come from
@@ -193,3 +259,17 @@ def test_shipped_models_answer_held_out_questions(shipped, name, video):
     with vtc.apply(model, "random", ratio=0.05):  # the models depend on their visual tokens
         pruned = tiny_train.accuracy(model, processor, samples)
     assert pruned <= full - 0.05
+
+
+def test_demo_default_model_answers_its_bundled_examples(shipped):
+    """Issue M.2: without compression, the demo's default model gives each bundled example's gold answer
+    to the example's own (open) question, through the demo's own prompt and inputs."""
+    from vtc.demo import app, compare
+    from vtc.demo import media as demo_media
+
+    model, processor = shipped[app.DEFAULT_MODEL]
+    for name, example in demo_media.load_examples().items():
+        media = demo_media.resolve_media(None, name)
+        reference = compare.run_comparison(model, processor, media, example["question"], [], warmup=False)[0]
+        assert reference.error is None
+        assert tiny.normalise(reference.answer) == example["answer"], (name, reference.answer)

@@ -122,7 +122,9 @@ def train_tiny(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     given = {"dense_steps": args.dense_steps, "qa_steps": args.qa_steps, "batch": args.batch,
              "guide": args.guide, "easy_fraction": args.easy_fraction, "init": args.init,
-             "qa_vision": args.qa_vision, "lr_qa": args.lr_qa}
+             "qa_vision": args.qa_vision, "lr_qa": args.lr_qa, "drill_steps": args.drill_steps,
+             "drill": args.drill, "open_fraction": args.open_fraction, "snapshot_every": args.snapshot_every,
+             "sink": False if args.no_sink else None}
     plan = dataclasses.replace(Plan(), **{k: v for k, v in given.items() if v is not None})
     family = {"llava": "llava", "qwen2vl": "qwen2_vl"}[args.model]
     print(f"weights: {train(family, args.out, plan, device=args.device)}")
@@ -169,6 +171,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     tt.add_argument("--guide", type=float, default=None, help="weight of the QA attention guidance (0: off)")
     tt.add_argument("--easy-fraction", type=float, default=None, help="share of QA steps with at most 3 objects")
     tt.add_argument("--qa-vision", action="store_true", default=None, help="QA also trains the vision tower")
+    tt.add_argument("--drill-steps", type=int, default=None, help="text-only letter-drill stage before QA")
+    tt.add_argument("--drill", type=int, default=None, help="text-only letter-drill rows in each QA step")
+    tt.add_argument("--open-fraction", type=float, default=None, help="share of open (option-free) QA questions")
+    tt.add_argument("--no-sink", action="store_true", help="do not guide exists-no / entered-0 to the first token")
+    tt.add_argument("--snapshot-every", type=int, default=None, help="keep a checkpoint copy every N steps")
     tt.add_argument("--init", default=None, help="start from these weights (name or folder); use --dense-steps 0")
     tt.add_argument("--device", default="cpu")
     tt.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")

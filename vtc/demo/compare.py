@@ -12,7 +12,7 @@ from typing import Any
 from PIL import Image
 
 from vtc.core.spec import MethodSpec
-from vtc.demo.media import Media, normalise_question
+from vtc.demo.media import Media
 from vtc.demo.overlay import draw_overlays, fit, token_counts
 
 REFERENCE = "no compression"
@@ -199,7 +199,7 @@ def prepare_inputs(model: Any, processor: Any, media: Media, question: str) -> t
     from vtc.models.run import visual_counts
 
     check_media(model.config, media.kind)
-    text = media_prompt(processor, normalise_question(question, processor), media.kind)
+    text = media_prompt(processor, question, media.kind)  # the tiny processor normalises case and punctuation
     inputs = processor(**{f"{media.kind}s": [media.pixels]}, text=text, return_tensors="pt")
     return inputs, visual_counts(model, inputs["input_ids"])[0]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,12 +113,3 @@ def resolve_question(question: str | None, example: str | None) -> str:
     if not question:
         raise ValueError("question: type a question about the image or video")
     return question
-
-
-def normalise_question(question: str, processor: Any) -> str:
-    """The tiny models' word-level vocabulary is lower case with spaced punctuation; others get the text as is."""
-    if not hasattr(processor, "build_prompt"):
-        return question
-    return " ".join(re.sub(r"([?.,:!])", r" \1 ", question.lower()).split())
-
-

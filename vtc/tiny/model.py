@@ -21,6 +21,8 @@ network. Text is a lower-case word-level vocabulary learnt with ``tokenizers`` f
 from __future__ import annotations
 
 import json
+import re
+import string
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +47,25 @@ QWEN_PATCH, QWEN_MERGE = 16, 1  # Qwen ViT patches of 16 px, no 2x2 merge: one p
 PROCESSOR_FILE = "vtc_processor.json"
 
 
+LETTERS = string.ascii_uppercase  # option letters; prompts with up to 26 options tokenise (trained: 2 to 5)
+NUMBERS = [str(i) for i in range(10)]
+# extra distractor options, so that every kind of question can have up to 5 options (see vtc.tiny.train.reoption)
+EXTRA_WORDS = ["still", "none"]
+# what a benchmark's annotation may spell differently from the shapes world (normalise maps it)
+SYNONYMS = {
+    "color": "colour", "colours": "colour", "colors": "colour", "grey": "gray", "moved": "move", "appear": "appeared",
+    **{f"{s}s": s for s in shapes.SHAPES if s != "cross"}, "crosses": "cross",
+    **{w: str(i) for i, w in enumerate("zero one two three four five six seven eight nine".split())},
+}
+
+
 def corpus() -> list[str]:
     """Every word the shapes world uses, as sentences for the tokenizer trainer."""
     words = [
-        *shapes.COLORS, *shapes.SHAPES, *shapes.DIRECTIONS, *"01234", *shapes.LETTERS.lower(), *shapes.LETTERS,
+        *shapes.COLORS, *shapes.SHAPES, *shapes.DIRECTIONS, *NUMBERS, *LETTERS, *EXTRA_WORDS,
         "yes", "no", "what", "colour", "is", "the", "how", "many", "are", "there", "a", "which", "shape", "left",
-        "of", "direction", "did", "move", "appeared", "first", "shapes", "entered", "was", "at", "start", "?",
-        "question", "options", "answer", ":", ".", "image", "video",
+        "of", "direction", "did", "move", "appeared", "first", "shapes", "entered", "was", "at", "start",
+        "question", "options", "answer", "image", "video", *"?.,:;!()",
     ]
     return [" ".join(words)]
 
@@ -71,11 +85,11 @@ def build_tokenizer() -> Any:
     )
 
 
-def model_config(family: str, tokenizer: Any) -> Any:
+def model_config(family: str, tokenizer: Any, lm_layers: int = 4) -> Any:
     """The transformers config of a tiny model of ``family`` (``"llava"`` or ``"qwen2_vl"``)."""
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_hidden_layers=4,
+        vocab_size=len(tokenizer), hidden_size=128, intermediate_size=384, num_hidden_layers=lm_layers,
         num_attention_heads=4, num_key_value_heads=4, pad_token_id=ids["<pad>"], bos_token_id=ids["<s>"],
         eos_token_id=ids["</s>"], tie_word_embeddings=True,
     )
@@ -106,13 +120,13 @@ def model_config(family: str, tokenizer: Any) -> Any:
     raise ValueError(f"family: expected one of {FAMILIES}, got {family!r}")
 
 
-def new_model(family: str, tokenizer: Any, seed: int = 0) -> Any:
+def new_model(family: str, tokenizer: Any, seed: int = 0, lm_layers: int = 4) -> Any:
     """A randomly initialised tiny model (sdpa attention)."""
     from transformers import LlavaForConditionalGeneration, Qwen2VLForConditionalGeneration
 
     torch.manual_seed(seed)
     cls = LlavaForConditionalGeneration if family == "llava" else Qwen2VLForConditionalGeneration
-    return cls(model_config(family, tokenizer))
+    return cls(model_config(family, tokenizer, lm_layers))
 
 
 def as_array(image: Any) -> np.ndarray:
@@ -239,7 +253,7 @@ class TinyProcessor:
     def max_options(self) -> int:
         """The most answer options a prompt can offer: the option letters its vocabulary holds (A, B, ...)."""
         vocab = self.tokenizer.get_vocab()
-        return next((i for i, letter in enumerate(shapes.LETTERS) if letter not in vocab), len(shapes.LETTERS))
+        return next((i for i, letter in enumerate(LETTERS) if letter not in vocab), len(LETTERS))
 
     def build_prompt(self, question: str, media: str = "image", options: list[str] | None = None) -> str:
         """The prompt format the tiny models were trained on, for one image or video and a question."""
@@ -269,16 +283,47 @@ class TinyProcessor:
         return cls(PreTrainedTokenizerFast.from_pretrained(folder), **settings)
 
 
+_SPACED = re.compile(r"([?.,:;!()\[\]\"])")
+_MARKUP = re.compile(r"<[^<>\s]*>")  # <image>, <video>, <s>...: never read from user text
+_LETTER_PREFIX = re.compile(r"^\s*(?:\(\s*[A-Za-z]\s*\)|\[\s*[A-Za-z]\s*\]|[A-Za-z]\s*[.):])\s*(?=\S)")
+
+
+def normalise(text: str) -> str:
+    """Text as the tiny vocabulary spells it: lower case, punctuation spaced, known variants mapped.
+
+    ``"Which shape appeared first?"`` -> ``"which shape appeared first ?"``; ``"What color is the Star?"`` ->
+    ``"what colour is the star ?"``. Markup such as ``<image>`` is dropped; unknown words stay and become
+    ``<unk>`` in the tokenizer.
+    """
+    text = _SPACED.sub(r" \1 ", _MARKUP.sub(" ", str(text)).lower())
+    return " ".join(SYNONYMS.get(w, w) for w in text.split())
+
+
+def normalise_option(option: str) -> str:
+    """An option's text: a leading letter (``"A. red"``, ``"(B) blue"``, ``"c) 2"``) and final punctuation dropped."""
+    words = normalise(_LETTER_PREFIX.sub("", str(option))).split()
+    while words and words[-1] in ".,;:!?":
+        words.pop()
+    return " ".join(words) or "<unk>"
+
+
 def prompt(question: str, options: list[str] | None, media: str = "<image>") -> str:
-    """The prompt format the tiny models were trained on (multiple choice when ``options`` are given)."""
-    text = f"{media} question : {question}"
+    """The prompt format of the tiny models: the question, the image or video, then the options.
+
+    ``question : what colour is the star ? <image> options : red A , blue B answer :``. The question comes
+    before the visual tokens so that they can attend to it; each option's letter follows its text, so
+    the answer ``red A`` copies the token after the option it names, a few tokens back.
+    """
+    text = f"question : {normalise(question)}" + (f" {media}" if media else "")
     if options:
-        text += " options : " + " ".join(f"{shapes.LETTERS[i]} . {o}" for i, o in enumerate(options))
-    return text + " answer :"
+        if len(options) > len(LETTERS):
+            raise ValueError(f"options: at most {len(LETTERS)} options, got {len(options)}")
+        text += " options : " + " , ".join(f"{normalise_option(o)} {LETTERS[i]}" for i, o in enumerate(options))
+    return f"{text} answer :"
 
 
 def target(answer_text: str, options: list[str] | None) -> str:
     """The training target: the open answer, then the option letter for multiple choice, then ``</s>``."""
     if options:
-        return f"{answer_text} {shapes.LETTERS[options.index(answer_text)]} </s>"
+        return f"{answer_text} {LETTERS[options.index(answer_text)]} </s>"
     return f"{answer_text} </s>"
