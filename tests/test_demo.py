@@ -143,7 +143,7 @@ def test_media_limits_and_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(image_module, "MAX_IMAGE_PIXELS", 1000)  # the limit shared with vtc compare and vtc eval
     with pytest.raises(ValueError, match="40x30 pixels, over the 20 MP limit"):
         inputs.load_media(big)
-    clip = inputs.example_path("clip-direction")
+    clip = inputs.example_path("clip-first")
     with pytest.raises(ValueError, match="expected 1..8 frames per video, got 9"):
         inputs.load_media(clip, frames=9, max_frames=8)
     monkeypatch.setattr(inputs, "MAX_VIDEO_BYTES", 1000)
@@ -233,7 +233,7 @@ def test_one_failing_method_stays_in_its_column(tiny, monkeypatch):
 def test_comparison_on_a_video(tiny):
     pytest.importorskip("av")
     _, model, processor = tiny
-    media = inputs.resolve_media(None, "clip-direction", frames=8)
+    media = inputs.resolve_media(None, "clip-first", frames=8)
     assert media.kind == "video" and len(media.pictures) == 8
     results = compare.run_comparison(model, processor, media, "which direction did the green square move ?",
                                  compare.method_specs(["divprune"], "", "ratio", 0.25), 2)

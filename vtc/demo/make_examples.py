@@ -19,7 +19,7 @@ EXAMPLES_DIR = Path(__file__).parent / "examples"
 SPECS: dict[str, tuple[str, int, int, str]] = {
     "scene-colour": ("image", 2000, 0, "color"),
     "scene-left-of": ("image", 2001, 0, "left_of"),
-    "clip-direction": ("video", 2002, 0, "direction"),
+    "clip-first": ("video", 2002, 0, "first"),
     "clip-entered": ("video", 2003, 0, "entered"),
 }
 VIDEO_FRAMES = 16
