@@ -224,29 +224,6 @@ def dense_loss(model: nn.Module, heads: DenseHeads, processor: tiny.TinyProcesso
     return heads.loss(tokens, targets, cls, counts, len(samples))
 
 
-@torch.no_grad()
-def dense_accuracy(model: nn.Module, heads: DenseHeads, processor: tiny.TinyProcessor, family: str,
-                   samples: list[shapes.Sample], batch: int = 8) -> dict[str, float]:
-    """Per-token accuracy of every dense head on ``samples`` (tokens with a target; all images or all videos)."""
-    right: dict[str, list[bool]] = {}
-    model.eval()
-    for start in range(0, len(samples), batch):
-        chunk = samples[start : start + batch]
-        video = chunk[0].is_video
-        kw = {"videos": [s.frames for s in chunk]} if video else {"images": [s.frames[0] for s in chunk]}
-        inputs = processor(text=["<video>" if video else "<image>"] * len(chunk), **kw)
-        tokens, _ = visual_tokens(model, family, dict(inputs))
-        per = [video_targets(s) if video else image_targets(s) for s in chunk]
-        for key in per[0]:
-            if key == "owner":
-                continue
-            target = torch.from_numpy(np.concatenate([p[key] for p in per]))
-            keep = target != IGNORE
-            guess = heads.token[key](tokens.float()).argmax(-1)
-            right.setdefault(key, []).extend((guess[keep] == target[keep]).tolist())
-    return {k: float(np.mean(v)) for k, v in right.items() if v}
-
-
 # ----------------------------------------------------------------------------------------------- options
 # Distractor pools per question kind, so that any kind can have up to 5 options (exists: yes/no only).
 # The generator's own distractors (colours in the scene, shapes to the right...) come first.
@@ -327,23 +304,25 @@ def qa_batch(processor: tiny.TinyProcessor, samples: list[shapes.Sample], rng: r
         texts.append(p + " " + tiny.target(s.answer_text, opts))
     kw = {"videos": [s.frames for s in samples]} if samples[0].is_video else {"images": [s.frames[0] for s in samples]}
     batch = processor(text=texts, padding_side="right", **kw)
-    labels = batch["input_ids"].clone()
-    labels[batch["attention_mask"] == 0] = IGNORE
-    for i, (p, s) in enumerate(zip(prompts, samples, strict=True)):
-        n_prompt = len(processor.expand(p, [len(s.frames)]).split())  # word-level: one token per word
-        labels[i, :n_prompt] = IGNORE
-    batch["labels"] = labels
-    return dict(batch)
+    # word-level tokenizer: one token per word of the prompt with its media markers expanded
+    return with_answer_labels(batch, [len(processor.expand(p, [len(s.frames)]).split())
+                                      for p, s in zip(prompts, samples, strict=True)])
 
 
 def drill_batch(processor: tiny.TinyProcessor, rng: random.Random, n: int) -> dict:
     """A text-only batch of :func:`drill_texts`; labels on the letter and ``</s>`` only."""
     pairs = drill_texts(rng, n)
     batch = processor(text=[p + " " + t for p, t in pairs], padding_side="right")
+    return with_answer_labels(batch, [len(p.split()) + 1 for p, _ in pairs])  # the prompt and the given answer text
+
+
+def with_answer_labels(batch: dict, unlabelled: list[int]) -> dict:
+    """``batch`` (right padded) as a dict with ``labels``: the input ids, ``IGNORE`` on the padding and on the
+    first ``unlabelled[i]`` tokens of row ``i``."""
     labels = batch["input_ids"].clone()
     labels[batch["attention_mask"] == 0] = IGNORE
-    for i, (p, _) in enumerate(pairs):
-        labels[i, : len(p.split()) + 1] = IGNORE  # the prompt and the (given) answer text
+    for i, n in enumerate(unlabelled):
+        labels[i, :n] = IGNORE
     batch["labels"] = labels
     return dict(batch)
 
