@@ -8,6 +8,25 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from vtc import kernels
 from vtc.kernels import dpp_select, maxmin_select, similarity_topk
+from vtc.kernels.common import per_sample_k
+from vtc.kernels.dpp import dpp_select_blocked, dpp_select_torch
+from vtc.kernels.maxmin import maxmin_select_blocked, maxmin_select_cached, maxmin_select_torch
+
+MAXMIN_ROUTES = {
+    "reference": maxmin_select_torch,
+    "cached": maxmin_select_cached,
+    "blocked": maxmin_select_blocked,
+    # one-pick blocks and one candidate: almost every step folds or falls back to the plain argmin
+    "blocked-1-1": lambda x, counts, mask: maxmin_select_blocked(x, counts, mask, block=1, candidates=1),
+    "blocked-5-2": lambda x, counts, mask: maxmin_select_blocked(x, counts, mask, block=5, candidates=2),
+}
+DPP_ROUTES = {
+    "reference": dpp_select_torch,
+    "cached": lambda x, counts, q, mask: dpp_select_torch(x, counts, q, mask, cache=True),
+    "blocked": dpp_select_blocked,
+    "blocked-1-1": lambda x, counts, q, mask: dpp_select_blocked(x, counts, q, mask, block=1, candidates=1),
+    "blocked-5-2": lambda x, counts, q, mask: dpp_select_blocked(x, counts, q, mask, block=5, candidates=2),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -91,6 +110,36 @@ def test_maxmin_matches_naive(n, dim, k):
     assert maxmin_select(x, k)[0].tolist() == naive_maxmin(x[0], k)
 
 
+@pytest.mark.parametrize("route", MAXMIN_ROUTES)
+@pytest.mark.parametrize("n, dim, k", [(1, 3, 1), (12, 4, 5), (25, 8, 25), (90, 6, 40)])
+def test_maxmin_routes_match_naive(route, n, dim, k):
+    x = torch.randn(1, n, dim, generator=torch.Generator().manual_seed(n + k))
+    mask = torch.ones(1, n, dtype=torch.bool)
+    assert MAXMIN_ROUTES[route](x, torch.tensor([k]), mask)[0].tolist() == naive_maxmin(x[0], k)
+
+
+@pytest.mark.parametrize("route", MAXMIN_ROUTES)
+def test_maxmin_routes_on_padded_batches(route):
+    """Batches with padding and per-sample counts (0 to n): every route equals the reference."""
+    gen = torch.Generator().manual_seed(11)
+    for _ in range(6):
+        batch, n = int(torch.randint(1, 4, (1,), generator=gen)), int(torch.randint(2, 160, (1,), generator=gen))
+        x = torch.randn(batch, n, 24, generator=gen)
+        mask = torch.arange(n)[None, :] < torch.randint(1, n + 1, (batch, 1), generator=gen)
+        counts = per_sample_k(torch.randint(0, n + 1, (batch,), generator=gen), mask)
+        assert torch.equal(MAXMIN_ROUTES[route](x, counts, mask), maxmin_select_torch(x, counts, mask))
+
+
+def test_maxmin_memory_cap_picks_the_route():
+    x = torch.randn(2, 50, 8, generator=torch.Generator().manual_seed(4))
+    mask = torch.ones(2, 50, dtype=torch.bool)
+    reference = maxmin_select_torch(x, torch.tensor([20, 20]), mask)
+    assert torch.equal(maxmin_select(x, 20), reference)  # cached: 2 x 50 x 50 floats fit
+    assert torch.equal(maxmin_select(x, 20, max_memory=0), reference)  # blocked
+    with pytest.raises(ValueError, match="max_memory"):
+        maxmin_select(x, 20, max_memory=-1)
+
+
 def test_maxmin_batch_masks_and_counts():
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(3, 20, 6, generator=gen)
@@ -138,6 +187,37 @@ def test_dpp_matches_explicit_determinants(n, dim, k, seed):
     q = torch.rand(1, n, generator=gen) + 0.5
     assert dpp_select(x, k, q)[0].tolist() == naive_dpp(x[0], k, q[0])
     assert dpp_select(x, k)[0].tolist() == naive_dpp(x[0], k, torch.ones(n))
+
+
+@pytest.mark.parametrize("route", DPP_ROUTES)
+@pytest.mark.parametrize("n, dim, k, seed", [(8, 8, 4, 0), (15, 12, 6, 1), (20, 16, 7, 2)])
+def test_dpp_routes_match_explicit_determinants(route, n, dim, k, seed):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(1, n, dim, generator=gen)
+    q = torch.rand(1, n, generator=gen) + 0.5
+    mask = torch.ones(1, n, dtype=torch.bool)
+    assert DPP_ROUTES[route](x, torch.tensor([k]), q, mask)[0].tolist() == naive_dpp(x[0], k, q[0])
+
+
+@pytest.mark.parametrize("route", DPP_ROUTES)
+def test_dpp_routes_on_padded_batches(route):
+    """Padding, per-sample counts, qualities, and counts past the rank (the fallback): equal to the reference."""
+    gen = torch.Generator().manual_seed(12)
+    for trial in range(8):
+        batch, n = int(torch.randint(1, 4, (1,), generator=gen)), int(torch.randint(2, 120, (1,), generator=gen))
+        x = torch.randn(batch, n, 3 if trial % 3 == 0 else 24, generator=gen)  # rank 3: the fallback path
+        q = torch.rand(batch, n, generator=gen) + 0.1 if trial % 2 else torch.ones(batch, n)
+        mask = torch.arange(n)[None, :] < torch.randint(1, n + 1, (batch, 1), generator=gen)
+        counts = per_sample_k(torch.randint(0, n + 1, (batch,), generator=gen), mask)
+        assert torch.equal(DPP_ROUTES[route](x, counts, q, mask), dpp_select_torch(x, counts, q, mask))
+
+
+def test_dpp_memory_cap_picks_the_route():
+    x = torch.randn(1, 60, 8, generator=torch.Generator().manual_seed(6))
+    q = torch.rand(1, 60, generator=torch.Generator().manual_seed(7)) + 0.2
+    reference = dpp_select_torch(x, torch.tensor([25]), q, torch.ones(1, 60, dtype=torch.bool))
+    assert torch.equal(dpp_select(x, 25, q), reference)
+    assert torch.equal(dpp_select(x, 25, q, max_memory=0), reference)
 
 
 def test_dpp_fallback_when_rank_runs_out():

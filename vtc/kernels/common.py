@@ -5,6 +5,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+MAX_MEMORY = 1 << 30  # bytes a CPU route may spend on an N x N similarity cache (per call)
+
+
+def fits_in_memory(x: Tensor, max_memory: int | None) -> bool:
+    """Whether a ``[B, N, N]`` similarity cache in the work dtype fits in ``max_memory`` (default ``MAX_MEMORY``)."""
+    cap = MAX_MEMORY if max_memory is None else max_memory
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+        raise ValueError(f"max_memory: expected a number of bytes >= 0, got {max_memory!r}")
+    batch, n, _ = x.shape
+    return batch * n * n * torch.finfo(work_dtype(x)).bits // 8 <= cap
+
 
 def work_dtype(x: Tensor) -> torch.dtype:
     """Dtype for scores and similarities: float64 stays, everything else goes to float32."""

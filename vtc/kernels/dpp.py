@@ -19,10 +19,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vtc.kernels.common import check_tokens, per_sample_k, selection_start
+from vtc.kernels.common import check_tokens, fits_in_memory, per_sample_k, selection_start
 from vtc.kernels.dispatch import use_triton
 
 EPS = 1e-5  # relative to the largest q^2 of the sample
+BLOCK = 64  # steps folded into the Cholesky rows at once (blocked route)
+CANDIDATES = 64  # tokens brought up to date per step between folds (blocked route)
 
 
 def spent_threshold(q: Tensor) -> Tensor:
@@ -30,8 +32,18 @@ def spent_threshold(q: Tensor) -> Tensor:
     return EPS * (q * q).amax(dim=1).clamp_min(torch.finfo(q.dtype).tiny)
 
 
-def dpp_select(x: Tensor, k: int | Tensor, quality: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
-    """Indices ``[B, K]`` in greedy MAP order; ``-1`` past ``min(k_b, n_b)``. ``quality [B, N] > 0``."""
+def dpp_select(
+    x: Tensor,
+    k: int | Tensor,
+    quality: Tensor | None = None,
+    mask: Tensor | None = None,
+    max_memory: int | None = None,
+) -> Tensor:
+    """Indices ``[B, K]`` in greedy MAP order; ``-1`` past ``min(k_b, n_b)``. ``quality [B, N] > 0``.
+
+    Routes, all exact: Triton on CUDA; on the CPU the reference loop over a cached cosine matrix when
+    ``B N^2`` floats fit in ``max_memory`` bytes (default ``MAX_MEMORY``), else the blocked lazy loop.
+    """
     mask = check_tokens("x", x, mask)
     counts = per_sample_k(k, mask)
     if quality is None:
@@ -46,11 +58,17 @@ def dpp_select(x: Tensor, k: int | Tensor, quality: Tensor | None = None, mask: 
         from vtc.kernels.dpp_triton import dpp_select_triton
 
         return dpp_select_triton(x, counts, quality, mask)
-    return dpp_select_torch(x, counts, quality, mask)
+    if fits_in_memory(x, max_memory):
+        return dpp_select_torch(x, counts, quality, mask, cache=True)
+    return dpp_select_blocked(x, counts, quality, mask)
 
 
-def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor) -> Tensor:
-    """The torch reference, batched: residuals ``d2 [B, N]`` and Cholesky rows ``c [B, K, N]``."""
+def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor, cache: bool = False) -> Tensor:
+    """The torch reference, batched: residuals ``d2 [B, N]`` and Cholesky rows ``c [B, K, N]``.
+
+    ``cache`` reads each step's cosine row from one ``[B, N, N]`` product instead of a matrix-vector
+    product per step.
+    """
     batch, n, _ = x.shape
     out, u = selection_start(x, counts)
     if u is None:
@@ -63,6 +81,7 @@ def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor) -
     blocked = ~mask.clone()
     counts = counts.to(x.device)
     eps = spent_threshold(q)
+    cosines = u @ u.transpose(1, 2) if cache else None
     for step in range(k_max):
         residual = d2.masked_fill(blocked, -torch.inf)
         best = residual.argmax(dim=1)  # first maximum: lower index on ties
@@ -71,10 +90,139 @@ def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor) -
         pick = torch.where(spent, fallback, best)
         out[:, step] = torch.where(counts > step, pick, -1)
         blocked[rows, pick] = True
-        row_l = q[rows, pick][:, None] * q * (u @ u[rows, pick][:, :, None])[..., 0]
+        cos_row = cosines[rows, pick] if cosines is not None else (u @ u[rows, pick][:, :, None])[..., 0]
+        row_l = q[rows, pick][:, None] * q * cos_row
         dot = (c[rows, :step, pick][:, None, :] @ c[:, :step])[:, 0]
         scale = torch.maximum(d2[rows, pick], eps).sqrt()[:, None]
         e = torch.where(spent[:, None], torch.zeros_like(row_l), (row_l - dot) / scale)
         c[:, step] = e
         d2 = d2 - e * e
+    return out
+
+
+class PendingSteps:
+    """The steps not yet folded into ``c`` and ``d2``: their picks and their block of the Cholesky factor.
+
+    Row ``s`` of ``factor`` holds ``e_s'[p_s]`` for the earlier pending steps ``s'`` and the step's scale
+    on the diagonal; a spent step (``e_s = 0``) has a unit diagonal and a zero row.
+    """
+
+    def __init__(self, batch: int, block: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.picks = torch.zeros(batch, block, dtype=torch.long, device=device)
+        self.spent = torch.zeros(batch, block, dtype=torch.bool, device=device)
+        self.factor = torch.zeros(batch, block, block, dtype=dtype, device=device)
+        self.count = 0
+
+    def add(self, pick: Tensor, spent: Tensor, column: Tensor, residual: Tensor, eps: Tensor) -> None:
+        j = self.count
+        self.picks[:, j] = pick
+        self.spent[:, j] = spent
+        self.factor[:, j, :j] = torch.where(spent[:, None], torch.zeros_like(column), column)
+        self.factor[:, j, j] = torch.where(spent, torch.ones_like(residual), torch.maximum(residual, eps).sqrt())
+        self.count += 1
+
+    def rows_at(self, u: Tensor, q: Tensor, c: Tensor, done: int, cols: Tensor | None) -> Tensor:
+        """``e_s[cols]`` for every pending step ``s``: ``[B, pending, len(cols)]`` (one triangular solve).
+
+        ``cols=None`` means every token.
+        """
+        j = self.count
+        rows = torch.arange(u.shape[0], device=u.device)[:, None]
+        picks = self.picks[:, :j]
+        u_cols, q_cols = (u, q) if cols is None else (u[rows, cols], q[rows, cols])
+        right = q[rows, picks][:, :, None] * q_cols[:, None, :] * (u[rows, picks] @ u_cols.transpose(1, 2))
+        if done:
+            folded = c[:, :done]
+            at_picks = folded.gather(2, picks[:, None, :].expand(-1, done, -1))
+            at_cols = folded if cols is None else folded.gather(2, cols[:, None, :].expand(-1, done, -1))
+            right = right - at_picks.transpose(1, 2) @ at_cols
+        right = right.masked_fill(self.spent[:, :j, None], 0)
+        return torch.linalg.solve_triangular(self.factor[:, :j, :j], right, upper=False)
+
+
+def fold_pending(u: Tensor, q: Tensor, c: Tensor, d2: Tensor, done: int, pending: PendingSteps) -> tuple[Tensor, int]:
+    """Write the pending steps' Cholesky rows for every token into ``c`` and lower ``d2`` by them."""
+    j = pending.count
+    if not j:
+        return d2, done
+    e = pending.rows_at(u, q, c, done, None)
+    c[:, done : done + j] = e
+    for s in range(j):  # step by step, as the reference subtracts
+        d2 = d2 - e[:, s] * e[:, s]
+    pending.count = 0
+    return d2, done + j
+
+
+def refreshed_argmax(
+    u: Tensor, q: Tensor, c: Tensor, d2: Tensor, done: int, pending: PendingSteps, blocked: Tensor,
+    active: Tensor, candidates: int,
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The exact next best token from the ``candidates`` highest folded residuals, or None.
+
+    The folded ``d2`` misses the pending steps, so it bounds each token's true residual from above.
+    The candidates get their true residual; the highest (lower index on ties) is the answer if it is
+    strictly above the next bound. Returns the token, its residual and its pending ``e`` values.
+    """
+    batch, n, _ = u.shape
+    bound = d2.masked_fill(blocked, -torch.inf)
+    take = min(candidates + 1, n)
+    high, cand = bound.topk(take, dim=1)
+    if take > candidates:
+        threshold, high, cand = high[:, candidates], high[:, :candidates], cand[:, :candidates]
+    else:
+        threshold = torch.full((batch,), -torch.inf, dtype=high.dtype, device=u.device)
+    e = pending.rows_at(u, q, c, done, cand)  # [B, pending, m]
+    true = high - (e * e).sum(dim=1)  # blocked candidates keep -inf
+    best_value = true.max(dim=1).values
+    best = torch.where(true == best_value[:, None], cand, n).min(dim=1).values
+    if not bool(((best_value > threshold) | ~active).all()):
+        return None
+    where = (cand == best[:, None]).to(torch.int8).argmax(dim=1)
+    column = e.gather(2, where[:, None, None].expand(-1, e.shape[1], 1))[..., 0]
+    return best, best_value, column
+
+
+def dpp_select_blocked(
+    x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor, block: int = BLOCK, candidates: int = CANDIDATES
+) -> Tensor:
+    """The reference's greedy MAP with its per-step products folded ``block`` steps at a time (exact).
+
+    Between folds, ``d2`` is an upper bound of the residuals, and only the tokens with the highest
+    bounds are brought up to date (``refreshed_argmax``); when they cannot prove the maximum, the step
+    folds first and takes the plain ``argmax``. The fold is a blocked Cholesky update: two matrix
+    products and a ``block x block`` triangular solve instead of ``block`` passes over ``[N, D]`` and
+    ``[K, N]``.
+    """
+    batch, n, _ = x.shape
+    out, u = selection_start(x, counts)
+    if u is None:
+        return out
+    k_max = out.shape[1]
+    q = quality.to(u.dtype).masked_fill(~mask, 0)
+    rows = torch.arange(batch, device=x.device)
+    d2 = q * q * (u.abs().sum(-1) > 0)
+    c = torch.zeros(batch, k_max, n, dtype=u.dtype, device=x.device)
+    blocked = ~mask.clone()
+    counts = counts.to(x.device)
+    eps = spent_threshold(q)
+    pending = PendingSteps(batch, block, u.dtype, x.device)
+    done = 0
+    for step in range(k_max):
+        found = None
+        if pending.count:
+            found = refreshed_argmax(u, q, c, d2, done, pending, blocked, counts > step, candidates)
+        if found is None:
+            d2, done = fold_pending(u, q, c, d2, done, pending)
+            residual = d2.masked_fill(blocked, -torch.inf)
+            best = residual.argmax(dim=1)
+            found = best, residual[rows, best], torch.zeros(batch, 0, dtype=u.dtype, device=x.device)
+        best, best_value, column = found
+        spent = best_value <= eps
+        fallback = q.masked_fill(blocked, -torch.inf).argmax(dim=1)
+        pick = torch.where(spent, fallback, best)
+        out[:, step] = torch.where(counts > step, pick, -1)
+        blocked[rows, pick] = True
+        pending.add(pick, spent, column, best_value, eps)
+        if pending.count == block:
+            d2, done = fold_pending(u, q, c, d2, done, pending)
     return out

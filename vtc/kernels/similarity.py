@@ -64,14 +64,14 @@ def topk_of_unit_rows(
     values = torch.full((batch, na, k), -torch.inf, dtype=ua.dtype, device=ua.device)
     indices = torch.full((batch, na, k), -1, dtype=torch.long, device=ua.device)
     take = min(k, nb)
+    all_b = bool(mask_b.all())
     for start in range(0, na, CHUNK):
         stop = min(start + CHUNK, na)
         sim = ua[:, start:stop] @ ub.transpose(1, 2)  # [B, chunk, Nb]
-        invalid = ~mask_b[:, None, :]
+        if not all_b:
+            sim.masked_fill_(~mask_b[:, None, :], -torch.inf)
         if exclude_self:
-            rows = torch.arange(start, stop, device=ua.device)
-            invalid = invalid | (rows[:, None] == torch.arange(nb, device=ua.device)[None, :])[None]
-        sim = sim.masked_fill(invalid, -torch.inf)
+            sim.diagonal(offset=start, dim1=1, dim2=2).fill_(-torch.inf)  # j == i
         if take == 1:
             idx = sim.argmax(dim=-1, keepdim=True)  # first maximum: lower index on ties
         else:
