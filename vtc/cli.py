@@ -2,6 +2,8 @@
 
 vtc methods                      the registry as a table
 vtc bench methods [--n 576] ...  run every method on synthetic tokens: tokens kept and time
+vtc bench prefill --model M ...  prefill latency, TTFT, decode, FLOPs, KV bytes per method x budget x batch
+vtc bench kernels ...            selection kernels against naive full-matrix versions
 vtc compare MEDIA --question ... each method on one image or video: tokens kept, prefill time, answer
 vtc data shapes --out DIR        write a synthetic shapes-world QA split (images, mp4 videos, JSONL)
 vtc train-tiny --model llava     train an embedded tiny model from scratch (resumable)
@@ -143,6 +145,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     bm.add_argument("--batch", type=int, default=2)
     bm.add_argument("--repeats", type=int, default=3)
     bm.add_argument("--seed", type=int, default=0)
+    bp = bench_sub.add_parser(
+        "prefill", help="prefill latency, TTFT, decode, FLOPs and KV bytes per method x budget x batch"
+    )
+    bp.add_argument("--model", default="random:llava-1.5-7b",
+                    help="random:llava-1.5-7b | random:qwen2-vl-7b (real widths, reduced depth), or a model name/path")
+    bp.add_argument("--methods", default="pool,divprune,visionzip,fastv",
+                    help="comma-separated; a bare name runs at every --ratios, name:budget at that budget")
+    bp.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.11])
+    bp.add_argument("--batch", type=int, nargs="+", default=[1, 4])
+    bp.add_argument("--repeats", type=int, default=3, help="interleaved rounds after one warm-up round")
+    bp.add_argument("--llm-layers", type=int, default=4, help="random: LLM layers built (the rest extrapolated)")
+    bp.add_argument("--tower-layers", type=int, default=4, help="random: vision layers built")
+    bp.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    bp.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")
+    bp.add_argument("--text-tokens", type=int, default=40, help="random: text tokens around the image")
+    bp.add_argument("--decode-tokens", type=int, default=8, help="tokens decoded after the first (0: skip)")
+    bp.add_argument("--out", default=None, help="folder for prefill.json, prefill.md and prefill.png")
     cmp = sub.add_parser("compare", help="compare methods on one image or video: tokens kept, prefill time, answer")
     cmp.add_argument("media", help="an image or a video file (mp4, avi, mov, mkv, webm)")
     cmp.add_argument("--frames", type=int, default=16, help="frames sampled uniformly from a video")
@@ -214,6 +233,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {args.n} samples: {path}")
         elif args.command == "train-tiny":
             train_tiny(args)
+        elif args.command == "bench" and args.what == "prefill":
+            from vtc.eval.prefill import main as bench_prefill
+
+            return bench_prefill(args)
         elif args.command == "bench" and args.what == "methods":
             print(bench_methods(args.n, args.dim, args.ratio, args.batch, args.repeats, args.seed))
     except ValueError as err:

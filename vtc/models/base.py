@@ -274,6 +274,10 @@ class Adapter:
     def decoder_layers(self) -> Any:
         return self.model.model.language_model.layers
 
+    def vision_layers(self) -> Any:
+        """The vision tower's blocks, in order."""
+        raise NotImplementedError(f"{type(self).__name__}: vision_layers")
+
     # -- what a model of this family can run, from its config alone (checked before any forward) ----------
 
     @classmethod

@@ -151,6 +151,9 @@ class QwenVLAdapter(Adapter):
     def tower(self) -> Any:
         return self.model.model.visual
 
+    def vision_layers(self) -> Any:
+        return self.tower().blocks
+
     def touched_attributes(self) -> list[tuple[Any, str]]:
         return [(self.model.model, "rope_deltas")]  # finish() sets the decode-time offset of the pruned prompt
 
