@@ -122,22 +122,53 @@ def test_batch_equals_per_sample(method_name):
         assert torch.equal(alone.features[0], out.features[i, :k])
 
 
-@pytest.mark.parametrize("name", [m.name for m in vtc.list_methods() if m.batched])
-@pytest.mark.parametrize("budget", [{"ratio": 0.3}, {"count": 5}])
-def test_batched_selection_equals_the_per_sample_one(name, budget):
+BATCHED_VARIANTS = {  # kwargs beyond the defaults whose batched path differs
+    "dart": [{"allocation": "per_pivot"}, {"text_pivots": 2}, {"allocation": "per_pivot", "text_pivots": 2}],
+    "visionzip": [{"metric": "features"}, {"contextual_fraction": 0.5}],
+    "cdpruner": [{"negate_relevance": True}],
+}
+
+
+def batched_cases() -> list[tuple[str, dict]]:
+    names = [m.name for m in vtc.list_methods() if m.batched]
+    return [(n, kw) for n in names for kw in [{}, *BATCHED_VARIANTS.get(n, [])]]
+
+
+def tied(tokens: vtc.VisualTokens) -> vtc.VisualTokens:
+    """The same batch with scores and features rounded coarsely: many exact ties."""
+    return vtc.VisualTokens(
+        features=(tokens.features * 2).round() / 2, mask=tokens.mask, grid=tokens.grid,
+        cls_attn=(tokens.cls_attn * 20).round() / 20, keys=(tokens.keys * 2).round() / 2,
+        text=tokens.text, text_mask=tokens.text_mask, query_attn=(tokens.query_attn * 20).round() / 20,
+    )
+
+
+@pytest.mark.parametrize("name, kwargs", batched_cases())
+@pytest.mark.parametrize("budget", [{"ratio": 0.3}, {"count": 5}, {"budget": "coverage:0.6"}, {"budget": "adaptive"}])
+@pytest.mark.parametrize("ties", [False, True])
+def test_batched_selection_equals_the_per_sample_one(name, kwargs, budget, ties):
     """A batched method's one call for the padded batch picks exactly what its per-sample select picks."""
     from vtc.core.selection import split_samples
 
-    compressor = vtc.build(name, **budget)
-    tokens = make_tokens(GRIDS, dim=16)
+    info = next(m for m in vtc.list_methods() if m.name == name)
+    if budget.get("budget") == "coverage:0.6" and not info.score_based:
+        pytest.skip("coverage budgets are for score-based methods")
+    if budget.get("budget") == "adaptive" and not info.adaptive:
+        pytest.skip("an adaptive budget is for adaptive methods")
+    compressor = vtc.build(name, **budget, **kwargs)
+    tokens = make_tokens(GRIDS, dim=16, layers=max(1, len(compressor.encoder_layers)))
+    tokens = tied(tokens) if ties else tokens
     batched = compressor.config.select_batch(tokens, compressor.budget)
     for sample, together in zip(split_samples(tokens), batched, strict=True):
         alone = compressor.config.select(sample, compressor.budget)
         assert torch.equal(together.rep, alone.rep) and together.info == alone.info
 
 
-def test_the_slow_greedy_methods_are_batched():
-    assert {m.name for m in vtc.list_methods() if m.batched} >= {"divprune", "cdpruner"}
+def test_every_method_with_a_kernel_is_batched():
+    """Per-sample loops remain only where selection is index arithmetic (no kernel, nothing to batch): pool,
+    random and uniform; tome_encoder runs inside the tower's blocks on the whole batch already."""
+    unbatched = {m.name for m in vtc.list_methods() if not m.batched}
+    assert unbatched == {"pool", "random", "uniform", "tome_encoder"}
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])

@@ -23,6 +23,20 @@ def most_attended(scores: Tensor, budget: Budget) -> Tensor:
     return top_indices(scores, budget.resolve(scores.shape[0], mass=scores))
 
 
+def top_indices_batch(scores: Tensor, mask: Tensor, counts: list[int], largest: bool = True) -> list[Tensor]:
+    """``top_indices`` (or ``bottom_indices``) of each row's valid scores, from one sort of the padded
+    ``[B, N]`` batch: padding sorts last, and a stable sort keeps the lower index first on ties."""
+    fill = -torch.inf if largest else torch.inf
+    order = torch.sort(scores.masked_fill(~mask, fill), dim=1, descending=largest, stable=True).indices
+    return [order[b, :k] for b, k in enumerate(counts)]
+
+
+def most_attended_batch(scores: Tensor, mask: Tensor, budget: Budget) -> list[Tensor]:
+    """``most_attended`` for each row of a padded ``[B, N]`` batch, with one sort."""
+    counts = [budget.resolve(n, mass=scores[b, :n]) for b, n in enumerate(mask.sum(1).tolist())]
+    return top_indices_batch(scores, mask, counts)
+
+
 def bottom_indices(scores: Tensor, k: int) -> Tensor:
     """Indices of the ``k`` smallest scores, smallest first; ties rank the lower index first."""
     return torch.sort(scores, descending=False, stable=True).indices[:k]
@@ -35,20 +49,43 @@ def best_match(queries: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
     return values[0, :, 0], indices[0, :, 0]
 
 
-def bipartite_match(metric: Tensor, r: int, protected: int = 0) -> tuple[Tensor, Tensor]:
+def pad_rows(rows: list[Tensor]) -> tuple[Tensor, Tensor]:
+    """``[R_b, D]`` tensors stacked into a zero-padded ``[B, max R_b (at least 1), D]`` and its ``[B, R]`` mask."""
+    first = rows[0]
+    width = max(1, max(r.shape[0] for r in rows))
+    padded = first.new_zeros(len(rows), width, first.shape[-1])
+    for b, r in enumerate(rows):
+        padded[b, : r.shape[0]] = r
+    lengths = torch.tensor([r.shape[0] for r in rows], device=first.device)
+    return padded, torch.arange(width, device=first.device)[None, :] < lengths[:, None]
+
+
+def best_match_batch(queries: list[Tensor], targets: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
+    """``best_match`` for several samples (``[M_b, D]`` queries against ``[T_b, D]`` targets) with one
+    ``similarity_topk`` call on the padded batch."""
+    padded_q, mask_q = pad_rows(queries)
+    padded_t, mask_t = pad_rows(targets)
+    values, indices = similarity_topk(padded_q, padded_t, 1, mask_q, mask_t)
+    return [(values[b, : q.shape[0], 0], indices[b, : q.shape[0], 0]) for b, q in enumerate(queries)]
+
+
+def bipartite_match(metric: Tensor, r: int, protected: int = 0, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One round of ToMe's bipartite soft matching on ``metric [B, N, C]`` (Bolya et al., arXiv:2210.09461).
 
     The tokens split alternately into A (even positions) and B (odd positions); each A token's best
     cosine match in B is found, and the ``r`` A tokens with the best matches merge. The first
-    ``protected`` tokens neither merge nor receive. Returns ``(merged, into)``, each ``[B, r]``: the
-    positions of the merging A tokens, best matched first, and the B position each goes to. Ties: the
-    lower B index wins a match, and of equal matches the lower A index merges first.
+    ``protected`` tokens neither merge nor receive; padding (``mask [B, N]`` False, after the valid tokens)
+    neither. Returns ``(merged, into)``, each ``[B, r]``: the positions of the merging A tokens, best
+    matched first, and the B position each goes to. Ties: the lower B index wins a match, and of equal
+    matches the lower A index merges first.
     """
     batch, n, _ = metric.shape
     positions = torch.arange(n, device=metric.device)
     a_pos, b_pos = positions[0::2], positions[1::2]
     mask_a = (a_pos >= protected).expand(batch, -1)
     mask_b = (b_pos >= protected).expand(batch, -1)
+    if mask is not None:
+        mask_a, mask_b = mask_a & mask[:, 0::2], mask_b & mask[:, 1::2]
     score, match = similarity_topk(metric[:, 0::2], metric[:, 1::2], 1, mask_a, mask_b)
     order = torch.sort(score[..., 0], dim=-1, descending=True, stable=True).indices[:, :r]
     return a_pos[order], b_pos[match[..., 0].gather(1, order)]
@@ -63,17 +100,27 @@ def iqr_outliers(scores: Tensor) -> Tensor:
     return top_indices(scores, count)
 
 
+def merge_into_nearest_batch(keeps: list[Tensor], metrics: list[Tensor], merge: bool = True) -> list[Tensor]:
+    """``merge_into_nearest`` for several samples, with one ``similarity_topk`` call for all of them."""
+    reps, others = [], []
+    for keep, metric in zip(keeps, metrics, strict=True):
+        rep = torch.full((metric.shape[0],), -1, dtype=torch.long, device=metric.device)
+        rep[keep] = keep
+        reps.append(rep)
+        others.append((rep < 0).nonzero()[:, 0])
+    if merge and any(o.numel() for o in others):
+        matches = best_match_batch([m[o] for m, o in zip(metrics, others, strict=True)],
+                                   [m[k] for m, k in zip(metrics, keeps, strict=True)])
+        for rep, other, keep, (_, nearest) in zip(reps, others, keeps, matches, strict=True):
+            if other.numel():
+                rep[other] = keep[nearest]
+    return reps
+
+
 def merge_into_nearest(keep: Tensor, metric: Tensor, merge: bool = True) -> Tensor:
     """Representatives: kept tokens keep themselves, every other token joins its most similar kept token
     (cosine of ``metric``), or is dropped (-1) when ``merge`` is False."""
-    n = metric.shape[0]
-    rep = torch.full((n,), -1, dtype=torch.long, device=metric.device)
-    rep[keep] = keep
-    others = (rep < 0).nonzero()[:, 0]
-    if merge and others.numel():
-        _, nearest = best_match(metric[others], metric[keep])
-        rep[others] = keep[nearest]
-    return rep
+    return merge_into_nearest_batch([keep], [metric], merge)[0]
 
 
 def check_llm_layer(layer: object, name: str = "layer") -> int:

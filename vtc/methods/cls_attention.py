@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import as_layers, select_layers, top_indices
+from vtc.core.ops import as_layers, select_layers, top_indices, top_indices_batch
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
+from vtc.core.types import VisualTokens
 
 
 def cls_attention_indices(scores: Tensor, k: int) -> Tensor:
@@ -31,6 +32,7 @@ def cls_attention_indices(scores: Tensor, k: int) -> Tensor:
     signals=("cls_attn",),
     score_based=True,
     encoder_layers="layers",
+    batched=True,
 )
 @dataclass(frozen=True)
 class ClsAttention:
@@ -45,3 +47,9 @@ class ClsAttention:
         scores = select_layers(sample.cls_attn, self.layers, "cls_attention").mean(0)
         k = budget.resolve(sample.n, mass=scores)
         return Selection.keep(cls_attention_indices(scores, k), sample.n)
+
+    def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
+        scores = select_layers(tokens.cls_attn.transpose(0, 1), self.layers, "cls_attention").mean(0)  # [B, N]
+        counts = [budget.resolve(n, mass=scores[b, :n]) for b, n in enumerate(tokens.lengths.tolist())]
+        picks = top_indices_batch(scores, tokens.mask, counts)
+        return [Selection.keep(p, n) for p, n in zip(picks, tokens.lengths.tolist(), strict=True)]

@@ -27,14 +27,18 @@ from torch import Tensor
 from vtc.core.budget import Budget
 from vtc.core.ops import (
     best_match,
+    best_match_batch,
     bottom_indices,
     check_metric,
+    pad_rows,
     similarity_metric,
     top_indices,
+    top_indices_batch,
     work_dtype,
 )
 from vtc.core.registry import register
-from vtc.core.selection import Sample, Selection
+from vtc.core.selection import Sample, Selection, split_samples
+from vtc.core.types import VisualTokens
 from vtc.kernels.common import unit
 
 
@@ -64,7 +68,42 @@ def dart_indices(
     return torch.cat(chosen)
 
 
-@register("dart", paper="arXiv:2502.11494", optional_signals=("keys", "text"))
+def dart_indices_batch(
+    pivot_score: Tensor, x: Tensor, mask: Tensor, ks: list[int], n_pivots: int, allocation: str,
+    texts: list[Tensor | None],
+) -> list[Tensor]:
+    """``dart_indices`` for a padded batch ``x [B, N, D]``: one sort for the pivots, then one
+    ``similarity_topk`` call (``max``) or one ``[B, N, P]`` product (``per_pivot``) and one sort per pivot."""
+    lengths = mask.sum(1).tolist()
+    pivots = top_indices_batch(pivot_score, mask, [min(n_pivots, k) for k in ks])
+    rest = [k - p.numel() for k, p in zip(ks, pivots, strict=True)]
+    u = unit(x)
+    anchors = [u[b, p] if t is None else torch.cat([u[b, p], unit(t).to(u.dtype)])
+               for b, (p, t) in enumerate(zip(pivots, texts, strict=True))]
+    taken = torch.zeros(mask.shape, dtype=torch.bool, device=x.device)
+    for b, p in enumerate(pivots):
+        taken[b, p] = True
+    if allocation == "max":
+        matches = best_match_batch([u[b, :n] for b, n in enumerate(lengths)], anchors)
+        duplication = torch.full(mask.shape, torch.inf, dtype=u.dtype, device=x.device)
+        for b, (values, _) in enumerate(matches):
+            duplication[b, : lengths[b]] = values
+        picks = top_indices_batch(duplication.masked_fill(taken, torch.inf), mask, rest, largest=False)
+        return [torch.cat([p, q]) for p, q in zip(pivots, picks, strict=True)]
+    padded, anchor_mask = pad_rows(anchors)
+    sim = u @ padded.transpose(1, 2)  # [B, N, P]: small, P is the number of pivots
+    chosen = [[p] for p in pivots]
+    splits = [divmod(r, a.shape[0]) for r, a in zip(rest, anchors, strict=True)]
+    for p in range(padded.shape[1]):
+        shares = [base + (p < extra) if anchor_mask[b, p] else 0 for b, (base, extra) in enumerate(splits)]
+        picks = top_indices_batch(sim[:, :, p].masked_fill(taken, torch.inf), mask, shares, largest=False)
+        for b, pick in enumerate(picks):
+            taken[b, pick] = True
+            chosen[b].append(pick)
+    return [torch.cat(c) for c in chosen]
+
+
+@register("dart", paper="arXiv:2502.11494", optional_signals=("keys", "text"), batched=True)
 @dataclass(frozen=True)
 class Dart:
     """Pivot tokens, then the tokens least duplicated (lowest cosine similarity) to the pivots."""
@@ -83,18 +122,32 @@ class Dart:
             raise ValueError(f"allocation: expected 'max' or 'per_pivot', got {self.allocation!r}")
         check_metric(self.metric)
 
+    def text_pivots_of(self, sample: Sample) -> Tensor | None:
+        """The question tokens that act as extra pivots (largest L1 norm), or None."""
+        if not self.text_pivots:
+            return None
+        if sample.text is None:
+            raise ValueError("dart: text_pivots > 0 needs signal text (question embeddings)")
+        if sample.text.shape[-1] != sample.features.shape[-1]:
+            raise ValueError(
+                f"text: expected width {sample.features.shape[-1]} (the features'), got {sample.text.shape[-1]}"
+            )
+        return sample.text[top_indices(sample.text.to(work_dtype(sample.text)).abs().sum(-1), self.text_pivots)]
+
+    def pivot_scores(self, features: Tensor, keys: Tensor | None) -> Tensor:
+        """L1 norm of each token's keys (features without keys): ``[..., N]``."""
+        pivot_space = similarity_metric(features, keys, self.metric, "dart")
+        return pivot_space.to(work_dtype(pivot_space)).abs().sum(-1)
+
     def select(self, sample: Sample, budget: Budget) -> Selection:
         k = budget.resolve(sample.n)
-        pivot_space = similarity_metric(sample.features, sample.keys, self.metric, "dart")
-        pivot_score = pivot_space.to(work_dtype(pivot_space)).abs().sum(-1)
-        text = None
-        if self.text_pivots:
-            if sample.text is None:
-                raise ValueError("dart: text_pivots > 0 needs signal text (question embeddings)")
-            if sample.text.shape[-1] != sample.features.shape[-1]:
-                raise ValueError(
-                    f"text: expected width {sample.features.shape[-1]} (the features'), got {sample.text.shape[-1]}"
-                )
-            text = sample.text[top_indices(sample.text.to(work_dtype(sample.text)).abs().sum(-1), self.text_pivots)]
-        keep = dart_indices(pivot_score, sample.features, k, self.pivots, self.allocation, text)
+        pivot_score = self.pivot_scores(sample.features, sample.keys)
+        keep = dart_indices(pivot_score, sample.features, k, self.pivots, self.allocation, self.text_pivots_of(sample))
         return Selection.keep(keep, sample.n)
+
+    def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
+        lengths = tokens.lengths.tolist()
+        texts = [self.text_pivots_of(s) for s in split_samples(tokens)]
+        keeps = dart_indices_batch(self.pivot_scores(tokens.features, tokens.keys), tokens.features, tokens.mask,
+                                   [budget.resolve(n) for n in lengths], self.pivots, self.allocation, texts)
+        return [Selection.keep(keep, n) for keep, n in zip(keeps, lengths, strict=True)]

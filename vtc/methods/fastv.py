@@ -14,12 +14,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vtc.core.budget import Budget
-from vtc.core.ops import check_llm_layer, most_attended
+from vtc.core.ops import check_llm_layer, most_attended, most_attended_batch
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
+from vtc.core.types import VisualTokens
 
 
-@register("fastv", paper="arXiv:2403.06764", stage="llm", signals=("query_attn",), score_based=True, llm_layers="layer")
+@register(
+    "fastv", paper="arXiv:2403.06764", stage="llm", signals=("query_attn",), score_based=True, llm_layers="layer",
+    batched=True,
+)
 @dataclass(frozen=True)
 class FastV:
     """Visual tokens ranked by the last text token's attention at LLM layer K; the rest dropped after K."""
@@ -31,3 +35,7 @@ class FastV:
 
     def select(self, sample: Sample, budget: Budget) -> Selection:
         return Selection.keep(most_attended(sample.query_attn.float(), budget), sample.n)
+
+    def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
+        picks = most_attended_batch(tokens.query_attn.float(), tokens.mask, budget)
+        return [Selection.keep(p, n) for p, n in zip(picks, tokens.lengths.tolist(), strict=True)]

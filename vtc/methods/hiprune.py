@@ -23,9 +23,10 @@ import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import as_layers, select_layers, top_indices
+from vtc.core.ops import as_layers, select_layers, top_indices, top_indices_batch
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
+from vtc.core.types import VisualTokens
 
 
 def four_neighbours(index: Tensor, grid: tuple[int, int, int]) -> Tensor:
@@ -41,19 +42,27 @@ def four_neighbours(index: Tensor, grid: tuple[int, int, int]) -> Tensor:
     return torch.cat(out)
 
 
-def hiprune_indices(middle: Tensor, deep: Tensor, grid: tuple[int, int, int], k: int, alpha: float) -> Tensor:
-    """``k`` kept indices: anchors, then their buffers, then registers (in that order)."""
-    anchors = top_indices(middle, max(1, int(k * alpha / 5 + 0.5)))[:k]
-    buffers = four_neighbours(anchors, grid)
-    taken = torch.zeros(middle.shape[0], dtype=torch.bool, device=middle.device)
+def anchors_and_buffers(anchors: Tensor, grid: tuple[int, int, int], n: int, k: int) -> tuple[Tensor, Tensor]:
+    """The anchors, then their 4-neighbours, de-duplicated and cut to ``k``; and the ``[n]`` taken mask."""
+    taken = torch.zeros(n, dtype=torch.bool, device=anchors.device)
     kept = []
-    for i in torch.cat([anchors, buffers]).tolist():
+    for i in torch.cat([anchors, four_neighbours(anchors, grid)]).tolist():
         if not taken[i] and len(kept) < k:
             taken[i] = True
             kept.append(i)
-    kept_t = torch.tensor(kept, dtype=torch.long, device=middle.device)
-    registers = top_indices(deep.masked_fill(taken, -torch.inf), k - len(kept))
-    return torch.cat([kept_t, registers])
+    return torch.tensor(kept, dtype=torch.long, device=anchors.device), taken
+
+
+def anchor_count(k: int, alpha: float) -> int:
+    return max(1, int(k * alpha / 5 + 0.5))
+
+
+def hiprune_indices(middle: Tensor, deep: Tensor, grid: tuple[int, int, int], k: int, alpha: float) -> Tensor:
+    """``k`` kept indices: anchors, then their buffers, then registers (in that order)."""
+    anchors = top_indices(middle, anchor_count(k, alpha))[:k]
+    kept, taken = anchors_and_buffers(anchors, grid, middle.shape[0], k)
+    registers = top_indices(deep.masked_fill(taken, -torch.inf), k - kept.numel())
+    return torch.cat([kept, registers])
 
 
 @register(
@@ -64,6 +73,7 @@ def hiprune_indices(middle: Tensor, deep: Tensor, grid: tuple[int, int, int], k:
     video=True,
     encoder_layers="layers",
     attention="attention",
+    batched=True,
 )
 @dataclass(frozen=True)
 class HiPrune:
@@ -87,3 +97,16 @@ class HiPrune:
         middle, deep = select_layers(sample.cls_attn, self.layers, "hiprune")
         k = budget.resolve(sample.n, mass=deep)
         return Selection.keep(hiprune_indices(middle, deep, sample.grid, k, self.alpha), sample.n)
+
+    def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
+        """One sort for the anchors and one for the registers of the whole batch."""
+        middle, deep = select_layers(tokens.cls_attn.transpose(0, 1), self.layers, "hiprune")  # [B, N] each
+        lengths = tokens.lengths.tolist()
+        ks = [budget.resolve(n, mass=deep[b, :n]) for b, n in enumerate(lengths)]
+        anchors = top_indices_batch(middle, tokens.mask, [min(k, anchor_count(k, self.alpha)) for k in ks])
+        grids = [tuple(int(v) for v in g) for g in tokens.grid.tolist()]
+        kept = [anchors_and_buffers(a, g, deep.shape[1], k) for a, g, k in zip(anchors, grids, ks, strict=True)]
+        taken = torch.stack([t for _, t in kept])
+        registers = top_indices_batch(deep.masked_fill(taken, -torch.inf), tokens.mask,
+                                      [k - kk.numel() for k, (kk, _) in zip(ks, kept, strict=True)])
+        return [Selection.keep(torch.cat([kk, r]), n) for (kk, _), r, n in zip(kept, registers, lengths, strict=True)]

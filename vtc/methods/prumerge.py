@@ -16,19 +16,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import Tensor
+
 from vtc.core.budget import Budget
 from vtc.core.ops import (
     as_layers,
     check_flag,
     check_metric,
     iqr_outliers,
-    merge_into_nearest,
+    merge_into_nearest_batch,
     select_layers,
     similarity_metric,
     top_indices,
 )
 from vtc.core.registry import register
-from vtc.core.selection import Sample, Selection
+from vtc.core.selection import Sample, Selection, split_samples
+from vtc.core.types import VisualTokens
 
 
 @register(
@@ -39,6 +42,7 @@ from vtc.core.selection import Sample, Selection
     static_count=False,
     adaptive=True,
     encoder_layers="layers",
+    batched=True,
 )
 @dataclass(frozen=True)
 class PruMerge:
@@ -53,11 +57,22 @@ class PruMerge:
         check_metric(self.metric)
         check_flag(self.merge, "merge")
 
-    def select(self, sample: Sample, budget: Budget) -> Selection:
+    def kept(self, sample: Sample, budget: Budget) -> Tensor:
+        """The outliers (adaptive) or the top tokens by [CLS] attention."""
         scores = select_layers(sample.cls_attn, self.layers, "prumerge").mean(0)
-        metric = similarity_metric(sample.features, sample.keys, self.metric, "prumerge")
         if budget.kind == "adaptive":
-            keep = iqr_outliers(scores)
-        else:
-            keep = top_indices(scores, budget.resolve(sample.n))
-        return Selection(merge_into_nearest(keep, metric, self.merge), info={"outliers": keep.numel()})
+            return iqr_outliers(scores)
+        return top_indices(scores, budget.resolve(sample.n))
+
+    def select(self, sample: Sample, budget: Budget) -> Selection:
+        return self.select_batch_of([sample], budget)[0]
+
+    def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
+        return self.select_batch_of(split_samples(tokens), budget)
+
+    def select_batch_of(self, samples: list[Sample], budget: Budget) -> list[Selection]:
+        """Per sample the kept tokens, then one similarity call merges the rest of every sample."""
+        keeps = [self.kept(s, budget) for s in samples]
+        metrics = [similarity_metric(s.features, s.keys, self.metric, "prumerge") for s in samples]
+        reps = merge_into_nearest_batch(keeps, metrics, self.merge)
+        return [Selection(rep, info={"outliers": keep.numel()}) for rep, keep in zip(reps, keeps, strict=True)]

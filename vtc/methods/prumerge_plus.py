@@ -24,13 +24,14 @@ from vtc.core.ops import (
     check_metric,
     grid_uniform,
     iqr_outliers,
-    merge_into_nearest,
+    merge_into_nearest_batch,
     select_layers,
     similarity_metric,
     top_indices,
 )
 from vtc.core.registry import register
-from vtc.core.selection import Sample, Selection
+from vtc.core.selection import Sample, Selection, split_samples
+from vtc.core.types import VisualTokens
 
 
 def add_uniform(keep: Tensor, uniform: Tensor, scores: Tensor, k: int | None) -> Tensor:
@@ -57,6 +58,7 @@ def add_uniform(keep: Tensor, uniform: Tensor, scores: Tensor, k: int | None) ->
     adaptive=True,
     video=True,
     encoder_layers="layers",
+    batched=True,
 )
 @dataclass(frozen=True)
 class PruMergePlus:
@@ -74,18 +76,29 @@ class PruMergePlus:
         if not isinstance(self.uniform_factor, (int, float)) or not 0 <= self.uniform_factor <= 100:
             raise ValueError(f"uniform_factor: expected a number in [0, 100], got {self.uniform_factor!r}")
 
-    def select(self, sample: Sample, budget: Budget) -> Selection:
+    def kept(self, sample: Sample, budget: Budget) -> tuple[Tensor, int]:
+        """The kept tokens (outliers, then uniform picks) and how many of them are outliers."""
         scores = select_layers(sample.cls_attn, self.layers, "prumerge_plus").mean(0)
-        metric = similarity_metric(sample.features, sample.keys, self.metric, "prumerge_plus")
         device = scores.device
         if budget.kind == "adaptive":
             outliers = iqr_outliers(scores)
             count = min(sample.n, int(self.uniform_factor * outliers.numel() + 0.5))
-            keep = add_uniform(outliers, grid_uniform(sample.grid, count).to(device), scores, None)
-        else:
-            k = budget.resolve(sample.n)
-            outliers = top_indices(scores, max(1, int(k / (1 + self.uniform_factor) + 0.5)))
-            uniform = grid_uniform(sample.grid, k - outliers.numel()).to(device)
-            keep = add_uniform(outliers, uniform, scores, k)
-        rep = merge_into_nearest(keep, metric, self.merge)
-        return Selection(rep, info={"outliers": outliers.numel(), "uniform": keep.numel() - outliers.numel()})
+            return add_uniform(outliers, grid_uniform(sample.grid, count).to(device), scores, None), outliers.numel()
+        k = budget.resolve(sample.n)
+        outliers = top_indices(scores, max(1, int(k / (1 + self.uniform_factor) + 0.5)))
+        uniform = grid_uniform(sample.grid, k - outliers.numel()).to(device)
+        return add_uniform(outliers, uniform, scores, k), outliers.numel()
+
+    def select(self, sample: Sample, budget: Budget) -> Selection:
+        return self.select_batch_of([sample], budget)[0]
+
+    def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
+        return self.select_batch_of(split_samples(tokens), budget)
+
+    def select_batch_of(self, samples: list[Sample], budget: Budget) -> list[Selection]:
+        """Per sample the kept tokens, then one similarity call merges the rest of every sample."""
+        kept = [self.kept(s, budget) for s in samples]
+        metrics = [similarity_metric(s.features, s.keys, self.metric, "prumerge_plus") for s in samples]
+        reps = merge_into_nearest_batch([keep for keep, _ in kept], metrics, self.merge)
+        return [Selection(rep, info={"outliers": n_out, "uniform": keep.numel() - n_out})
+                for rep, (keep, n_out) in zip(reps, kept, strict=True)]

@@ -15,13 +15,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vtc.core.budget import Budget
-from vtc.core.ops import check_llm_layer, most_attended
+from vtc.core.ops import check_llm_layer, most_attended, most_attended_batch
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
+from vtc.core.types import VisualTokens
 
 
 @register(
-    "pyramiddrop", paper="arXiv:2410.17247", stage="llm", signals=("query_attn",), llm_layers="layers",
+    "pyramiddrop", paper="arXiv:2410.17247", stage="llm", signals=("query_attn",), batched=True, llm_layers="layers",
     llm_budgets=("ratio",),
 )
 @dataclass(frozen=True)
@@ -41,3 +42,7 @@ class PyramidDrop:
 
     def select(self, sample: Sample, budget: Budget) -> Selection:
         return Selection.keep(most_attended(sample.query_attn.float(), budget), sample.n)
+
+    def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
+        picks = most_attended_batch(tokens.query_attn.float(), tokens.mask, budget)
+        return [Selection.keep(p, n) for p, n in zip(picks, tokens.lengths.tolist(), strict=True)]

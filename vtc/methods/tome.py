@@ -18,20 +18,19 @@ import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import bipartite_match, check_metric, similarity_metric, work_dtype
+from vtc.core.ops import bipartite_match, check_metric, pad_rows, similarity_metric, work_dtype
 from vtc.core.registry import register
-from vtc.core.selection import Sample, Selection
+from vtc.core.selection import Sample, Selection, split_samples
+from vtc.core.types import VisualTokens
 
 
-def bipartite_round(metric: Tensor, sizes: Tensor, r: int) -> tuple[Tensor, Tensor, Tensor]:
-    """One round of bipartite soft matching on ``metric [M, D]`` with group ``sizes [M]``.
+def merge_round(metric: Tensor, sizes: Tensor, merged_a: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Merge the A tokens at ``merged_a`` into ``targets`` (one bipartite round on ``metric [M, D]``).
 
     Returns ``(dst, metric, sizes)``: ``dst [M]`` is the position each token merges into (itself if
     it stays), and the updated size-weighted metric and sizes (rows of merged-away tokens are stale).
     """
     m = metric.shape[0]
-    merged, into = bipartite_match(metric[None], r)
-    merged_a, targets = merged[0], into[0]
     dst = torch.arange(m, device=metric.device)
     dst[merged_a] = targets
     weighted = metric * sizes[:, None]
@@ -40,25 +39,39 @@ def bipartite_round(metric: Tensor, sizes: Tensor, r: int) -> tuple[Tensor, Tens
     return dst, weighted / sizes[:, None], sizes
 
 
+def tome_reps(metrics: list[Tensor], ks: list[int]) -> list[Tensor]:
+    """Representative of each token of each sample after merging ``metrics[b] [N_b, D]`` down to ``ks[b]``
+    groups; each round matches every sample still above its count with one kernel call."""
+    state = []
+    for metric in metrics:
+        n = metric.shape[0]
+        every = torch.arange(n, device=metric.device)
+        metric = metric.to(work_dtype(metric))
+        # representative of each source token, representatives still present (ascending), metric, sizes
+        state.append([every, every, metric, torch.ones(n, dtype=metric.dtype, device=metric.device)])
+    while True:
+        active = [b for b, (_, alive, _, _) in enumerate(state) if alive.numel() > ks[b]]
+        if not active:
+            return [rep for rep, _, _, _ in state]
+        rs = [min(state[b][1].numel() - ks[b], (state[b][1].numel() + 1) // 2) for b in active]
+        padded, mask = pad_rows([state[b][2] for b in active])
+        merged, into = bipartite_match(padded, max(rs), mask=mask)
+        for i, (b, r) in enumerate(zip(active, rs, strict=True)):
+            rep, alive, metric, sizes = state[b]
+            dst, metric, sizes = merge_round(metric, sizes, merged[i, :r], into[i, :r])
+            position_of = torch.full((rep.numel(),), -1, dtype=torch.long, device=rep.device)
+            position_of[alive] = torch.arange(alive.numel(), device=rep.device)
+            rep = alive[dst[position_of[rep]]]
+            stays = dst == torch.arange(alive.numel(), device=rep.device)
+            state[b] = [rep, alive[stays], metric[stays], sizes[stays]]
+
+
 def tome_rep(metric: Tensor, k: int) -> Tensor:
     """Representative of each of ``N`` tokens after merging down to ``k`` groups."""
-    n = metric.shape[0]
-    rep = torch.arange(n, device=metric.device)  # representative of each source token
-    alive = torch.arange(n, device=metric.device)  # representatives still present, ascending
-    metric = metric.to(work_dtype(metric))
-    sizes = torch.ones(n, dtype=metric.dtype, device=metric.device)
-    while alive.numel() > k:
-        r = min(alive.numel() - k, (alive.numel() + 1) // 2)
-        dst, metric, sizes = bipartite_round(metric, sizes, r)
-        position_of = torch.full((n,), -1, dtype=torch.long, device=metric.device)
-        position_of[alive] = torch.arange(alive.numel(), device=metric.device)
-        rep = alive[dst[position_of[rep]]]
-        stays = dst == torch.arange(alive.numel(), device=metric.device)
-        alive, metric, sizes = alive[stays], metric[stays], sizes[stays]
-    return rep
+    return tome_reps([metric], [k])[0]
 
 
-@register("tome", paper="arXiv:2210.09461", optional_signals=("keys",))
+@register("tome", paper="arXiv:2210.09461", optional_signals=("keys",), batched=True)
 @dataclass(frozen=True)
 class ToMe:
     """Repeated bipartite soft matching with size-weighted averaging."""
@@ -72,3 +85,9 @@ class ToMe:
         k = budget.resolve(sample.n)
         metric = similarity_metric(sample.features, sample.keys, self.metric, "tome")
         return Selection(tome_rep(metric, k))
+
+    def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
+        samples = split_samples(tokens)
+        metrics = [similarity_metric(s.features, s.keys, self.metric, "tome") for s in samples]
+        reps = tome_reps(metrics, [budget.resolve(s.n) for s in samples])
+        return [Selection(rep) for rep in reps]

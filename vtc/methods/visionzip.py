@@ -23,9 +23,19 @@ import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import as_layers, best_match, check_metric, select_layers, similarity_metric, top_indices
+from vtc.core.ops import (
+    as_layers,
+    best_match,
+    best_match_batch,
+    check_metric,
+    select_layers,
+    similarity_metric,
+    top_indices,
+    top_indices_batch,
+)
 from vtc.core.registry import register
-from vtc.core.selection import Sample, Selection
+from vtc.core.selection import Sample, Selection, split_samples
+from vtc.core.types import VisualTokens
 
 
 def split_budget(k: int, contextual_fraction: float) -> tuple[int, int]:
@@ -34,19 +44,24 @@ def split_budget(k: int, contextual_fraction: float) -> tuple[int, int]:
     return k - contextual, contextual
 
 
-def visionzip_rep(scores: Tensor, metric: Tensor, dominant: int, contextual: int) -> Tensor:
-    """Representative of each token: dominant tokens keep themselves, the rest join contextual targets."""
-    n = scores.shape[0]
-    rep = torch.full((n,), -1, dtype=torch.long, device=scores.device)
-    keep = top_indices(scores, dominant)
+def dominant_and_targets(keep: Tensor, n: int, contextual: int) -> tuple[Tensor, Tensor, Tensor]:
+    """``(rep, targets, others)``: the dominant tokens ``keep`` represent themselves, ``contextual`` targets
+    at a uniform stride over the rest (raster order) too; ``others`` still need a target."""
+    rep = torch.full((n,), -1, dtype=torch.long, device=keep.device)
     rep[keep] = keep
     if contextual == 0:
-        return rep
+        empty = keep.new_zeros(0)
+        return rep, empty, empty
     rest = (rep < 0).nonzero()[:, 0]  # ascending raster order
     step = max(1, rest.numel() // contextual)
     targets = rest[::step][:contextual]
     rep[targets] = targets
-    others = rest[rep[rest] < 0]
+    return rep, targets, rest[rep[rest] < 0]
+
+
+def visionzip_rep(scores: Tensor, metric: Tensor, dominant: int, contextual: int) -> Tensor:
+    """Representative of each token: dominant tokens keep themselves, the rest join contextual targets."""
+    rep, targets, others = dominant_and_targets(top_indices(scores, dominant), scores.shape[0], contextual)
     if others.numel():
         _, nearest = best_match(metric[others], metric[targets])
         rep[others] = targets[nearest]
@@ -60,6 +75,7 @@ def visionzip_rep(scores: Tensor, metric: Tensor, dominant: int, contextual: int
     optional_signals=("keys",),
     score_based=True,
     encoder_layers="layers",
+    batched=True,
 )
 @dataclass(frozen=True)
 class VisionZip:
@@ -82,3 +98,21 @@ class VisionZip:
         metric = similarity_metric(sample.features, sample.keys, self.metric, "visionzip")
         rep = visionzip_rep(scores, metric, dominant, contextual)
         return Selection(rep, info={"dominant": dominant, "contextual": contextual})
+
+    def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
+        """One sort for the dominant tokens and one ``similarity_topk`` call for the contextual merge."""
+        lengths = tokens.lengths.tolist()
+        scores = select_layers(tokens.cls_attn.transpose(0, 1), self.layers, "visionzip").mean(0)  # [B, N]
+        splits = [split_budget(budget.resolve(n, mass=scores[b, :n]), self.contextual_fraction)
+                  for b, n in enumerate(lengths)]
+        keeps = top_indices_batch(scores, tokens.mask, [d for d, _ in splits])
+        plans = [dominant_and_targets(keep, n, c) for keep, n, (_, c) in zip(keeps, lengths, splits, strict=True)]
+        metrics = [similarity_metric(s.features, s.keys, self.metric, "visionzip") for s in split_samples(tokens)]
+        matches = best_match_batch([m[others] for m, (_, _, others) in zip(metrics, plans, strict=True)],
+                                   [m[targets] for m, (_, targets, _) in zip(metrics, plans, strict=True)])
+        out = []
+        for (rep, targets, others), (_, nearest), (d, c) in zip(plans, matches, splits, strict=True):
+            if others.numel():
+                rep[others] = targets[nearest]
+            out.append(Selection(rep, info={"dominant": d, "contextual": c}))
+        return out
