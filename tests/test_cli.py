@@ -26,7 +26,19 @@ def test_bench_methods_reports_counts(capsys):
 
 def test_bench_rejects_non_square(capsys):
     assert main(["bench", "methods", "--n", "50"]) == 2
-    assert "square token count" in capsys.readouterr().err
+    assert "frames x side x side tokens" in capsys.readouterr().err
+
+
+def test_bench_methods_video_grid_isolated(capsys):
+    """2 frames x 4 x 4: the uniform baseline splits the budget per frame; --isolate reports peak memory."""
+    argv = ["bench", "methods", "--n", "32", "--frames", "2", "--dim", "8", "--ratio", "0.5", "--repeats", "1",
+            "--methods", "uniform,divprune", "--isolate", "--batch", "1"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "(2 x 4 x 4)" in out.splitlines()[0]
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[3:]}
+    assert rows["uniform"][2] == rows["divprune"][2] == "16"
+    assert float(rows["divprune"][4]) >= 0
 
 
 def test_bench_kernels_table(capsys):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Sequence
 
 from vtc.core.registry import MethodInfo, list_methods
@@ -46,39 +45,6 @@ def methods_table(methods: list[MethodInfo]) -> str:
         for m in methods
     ]
     return format_table(rows, header)
-
-
-def bench_methods(n: int, dim: int, ratio: float, batch: int, repeats: int, seed: int) -> str:
-    """Every registered projector method on the same synthetic batch: kept tokens and mean time."""
-    import torch
-
-    from vtc.core.types import VisualTokens
-
-    torch.manual_seed(seed)
-    side = int(n**0.5)
-    if side * side != n:
-        raise ValueError(f"--n: expected a square token count (e.g. 576 = 24x24), got {n}")
-    tokens = VisualTokens(
-        features=torch.randn(batch, n, dim),
-        cls_attn=torch.softmax(torch.randn(batch, 4, n) * 2, dim=-1),
-        keys=torch.randn(batch, n, 64),
-    )
-    rows = []
-    for info in list_methods():
-        if info.stage != "projector":
-            continue
-        compressor = MethodSpec(info.name, {} if info.adaptive else {"ratio": ratio}).build()
-        layers = max(1, len(compressor.encoder_layers))
-        tokens_used = VisualTokens(tokens.features, cls_attn=tokens.cls_attn[:, :layers], keys=tokens.keys)
-        out = compressor(tokens_used)
-        start = time.perf_counter()
-        for _ in range(repeats):
-            compressor(tokens_used)
-        ms = (time.perf_counter() - start) / repeats * 1000
-        rows.append([info.name, str(n), ",".join(str(int(c)) for c in out.counts), f"{ms:.2f}"])
-    header = ["method", "tokens in", "tokens kept (per sample)", "ms per batch"]
-    title = f"synthetic batch {batch} x {n} x {dim}, ratio {ratio} (adaptive methods choose their own count)"
-    return title + "\n" + format_table(rows, header)
 
 
 def compare(media: str, question: str, specs: list[MethodSpec], model_id: str, max_new_tokens: int,
@@ -145,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     bm.add_argument("--batch", type=int, default=2)
     bm.add_argument("--repeats", type=int, default=3)
     bm.add_argument("--seed", type=int, default=0)
+    bm.add_argument("--frames", type=int, default=1, help="tokens form frames x side x side (video scale: 32)")
+    bm.add_argument("--methods", default=None, help="comma-separated method names (default: every projector method)")
+    bm.add_argument("--isolate", action="store_true", help="each method in a fresh process, with its peak memory")
+    bm.add_argument("--device", default="cpu")
     bp = bench_sub.add_parser(
         "prefill", help="prefill latency, TTFT, decode, FLOPs and KV bytes per method x budget x batch"
     )
@@ -238,7 +208,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return bench_prefill(args)
         elif args.command == "bench" and args.what == "methods":
-            print(bench_methods(args.n, args.dim, args.ratio, args.batch, args.repeats, args.seed))
+            from vtc.eval.methods_bench import bench_methods
+
+            methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
+            print(bench_methods(args.n, args.dim, args.ratio, args.batch, args.repeats, args.seed, args.frames,
+                                methods, args.isolate, args.device))
     except ValueError as err:
         print(f"vtc: error: {err}", file=sys.stderr)
         return 2

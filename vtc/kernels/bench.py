@@ -94,7 +94,7 @@ def measure(kernel: str, impl: str, n: int, d: int, k: int, repeats: int, device
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+        base = peak_rss_mib()
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
@@ -105,26 +105,37 @@ def measure(kernel: str, impl: str, n: int, d: int, k: int, repeats: int, device
     if device == "cuda":
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
-        peak = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+        peak = peak_rss_mib() - base
     return statistics.median(times[1:]), max(peak, 0.0)
 
 
-def _child(queue: mp.Queue, args: tuple) -> None:
+def _child(queue: mp.Queue, fn: Callable, args: tuple) -> None:
     try:
-        queue.put(measure(*args))
+        queue.put(fn(*args))
     except Exception as err:  # reported in the table, never silently dropped
         queue.put(err)
 
 
-def measure_isolated(*args: object) -> tuple[float, float] | Exception:
-    """`measure` in a fresh process, so that the peak memory belongs to this measurement alone."""
+def isolated(fn: Callable, *args: object) -> object:
+    """``fn(*args)`` in a fresh process (``fn`` importable at module level), so that a peak-memory reading
+    belongs to this call alone; an exception comes back as the value."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(queue, args))
+    proc = ctx.Process(target=_child, args=(queue, fn, args))
     proc.start()
     result = queue.get()
     proc.join()
     return result
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_isolated(*args: object) -> tuple[float, float] | Exception:
+    """`measure` in a fresh process, so that the peak memory belongs to this measurement alone."""
+    return isolated(measure, *args)
 
 
 def run(ns: Sequence[int], ds: Sequence[int], fractions: Sequence[float], kernels: Sequence[str], repeats: int) -> str:

@@ -4,8 +4,9 @@ Alkhouri et al., "DivPrune: Diversity-based Visual Token Pruning for Large Multi
 (CVPR 2025, arXiv:2503.02175) cast pruning as a Max-Min Diversity Problem and solve it greedily:
 first the token whose nearest other token is farthest, then repeatedly the token whose minimum
 distance to the chosen set is largest. Distance is ``1 - cos``. The selection runs in the
-``maxmin_select`` kernel (Triton on CUDA): no N x N matrix, one running vector of length N, and one
-kernel call for a whole padded batch (``select_batch``).
+``maxmin_select`` kernel, one call for a whole padded batch (``select_batch``): Triton on CUDA; on the
+CPU a cached similarity matrix when it fits in ``vtc.kernels.common.MAX_MEMORY``, else a blocked loop
+with no N x N matrix (see ``vtc/kernels/maxmin.py``). Every route picks what the plain greedy loop picks.
 """
 
 from __future__ import annotations
