@@ -100,9 +100,9 @@ def maxmin_select_cached(x: Tensor, counts: Tensor, mask: Tensor) -> Tensor:
     rows = torch.arange(batch, device=x.device)
     sim = u @ u.transpose(1, 2)
     sim.diagonal(dim1=1, dim2=2).fill_(-torch.inf)  # in place: chosen and masked tokens are blocked below
-    sim.masked_fill_(~mask[:, None, :], -torch.inf)
-    partner = sim.argmax(dim=2)  # first maximum: lower index on ties
-    nearest = sim.gather(2, partner[..., None])[..., 0]
+    if not bool(mask.all()):
+        sim.masked_fill_(~mask[:, None, :], -torch.inf)
+    nearest, partner = sim.max(dim=2)  # first maximum: lower index on ties
     partner = partner.masked_fill((nearest == -torch.inf) | ~mask, -1)
     pick = most_isolated(nearest.masked_fill(~mask, -torch.inf), partner, mask)
     closest = torch.full((batch, n), -torch.inf, dtype=u.dtype, device=x.device)

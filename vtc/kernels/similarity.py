@@ -1,8 +1,8 @@
 """``similarity_topk``: each row's best cosine matches in another token set, without an Na x Nb matrix.
 
 Used by ToMe's bipartite matching, DART's duplication scores and the merging steps of VisionZip and
-PruMerge. The torch path works on row blocks of ``CHUNK`` rows, so it holds ``CHUNK x Nb`` similarities
-at most; the Triton kernel (``similarity_triton.py``) streams ``Nb`` in tiles and keeps only a running
+PruMerge. The torch path works on row blocks of at least ``CHUNK`` rows, as many as keep a block under
+``BLOCK_BYTES``; the Triton kernel (``similarity_triton.py``) streams ``Nb`` in tiles and keeps only a running
 best per row. Ties break towards the lower index on both.
 """
 
@@ -14,7 +14,8 @@ from torch import Tensor
 from vtc.kernels.common import check_tokens, unit
 from vtc.kernels.dispatch import use_triton
 
-CHUNK = 1024
+CHUNK = 1024  # rows of a similarity block at least; more while the block stays under BLOCK_BYTES
+BLOCK_BYTES = 64 << 20
 
 
 def similarity_topk(
@@ -65,8 +66,9 @@ def topk_of_unit_rows(
     indices = torch.full((batch, na, k), -1, dtype=torch.long, device=ua.device)
     take = min(k, nb)
     all_b = bool(mask_b.all())
-    for start in range(0, na, CHUNK):
-        stop = min(start + CHUNK, na)
+    chunk = max(CHUNK, BLOCK_BYTES // max(1, batch * nb * ua.element_size()))
+    for start in range(0, na, chunk):
+        stop = min(start + chunk, na)
         sim = ua[:, start:stop] @ ub.transpose(1, 2)  # [B, chunk, Nb]
         if not all_b:
             sim.masked_fill_(~mask_b[:, None, :], -torch.inf)
