@@ -80,6 +80,24 @@ def test_similarity_topk_matches_naive(batch, na, nb, dim, k, prefix):
     assert torch.allclose(values.double(), ref_values, atol=1e-5)
 
 
+@pytest.mark.parametrize("block", [1, 3, 16, None])
+def test_nearest_other_row_equals_the_full_pass(block):
+    """The symmetric block-pair pass gives each row's best other row as the full pass does, ties included."""
+    from vtc.kernels.common import unit
+    from vtc.kernels.similarity import nearest_other_row, topk_of_unit_rows
+
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(3, 40, 6, generator=gen)
+    x[0, 20:30] = x[0, 5]  # exact duplicates: equal best matches, the lower index must win
+    x[1] = (x[1] * 2).round() / 2  # many exact ties
+    mask = torch.arange(40)[None, :] < torch.tensor([[40], [33], [1]])
+    u = unit(x)
+    values, indices = nearest_other_row(u, mask, block)
+    ref_values, ref_indices = topk_of_unit_rows(u, u, 1, mask, mask, exclude_self=True)
+    assert torch.equal(indices, ref_indices[..., 0])
+    assert torch.allclose(values, ref_values[..., 0], atol=1e-6) or torch.equal(values, ref_values[..., 0])
+
+
 def test_similarity_topk_self_and_ties():
     base = torch.randn(1, 6, 4, generator=torch.Generator().manual_seed(0))
     x = torch.cat([base, base[:, [2, 2, 4]]], dim=1)  # rows 6, 7 copy row 2; row 8 copies row 4

@@ -13,7 +13,8 @@ Routes, all exact (the same picks as the plain loop, up to the rounding of a dot
   chosen token by a matrix-vector product. Time O(N^2 D + N K D), memory O(N D).
 - ``maxmin_select_cached`` (CPU, when ``B N^2`` floats fit in ``max_memory``): one ``u u^T`` product,
   then each step reads one row of it. What the naive full-matrix version does.
-- ``maxmin_select_blocked`` (CPU, larger inputs): the reference's loop with its matrix-vector
+- ``maxmin_select_blocked`` (CPU, larger inputs): the first step from the symmetric block pairs
+  (``nearest_other_row``: half the products of a full pass); then the reference's loop with its matrix-vector
   products batched. Picks are folded into the running vector ``BLOCK`` at a time by one matrix
   product; in between, the running vector is a lower bound of the true one, and a step refreshes only
   the ``CANDIDATES`` tokens with the lowest bound against the unfolded picks. When the lowest
@@ -30,7 +31,7 @@ from torch import Tensor
 
 from vtc.kernels.common import check_tokens, fits_in_memory, per_sample_k, selection_start
 from vtc.kernels.dispatch import use_triton
-from vtc.kernels.similarity import topk_of_unit_rows
+from vtc.kernels.similarity import nearest_other_row, topk_of_unit_rows
 
 BLOCK = 64  # picks folded into the running vector at once (blocked route)
 CANDIDATES = 16  # tokens refreshed per step between folds (blocked route)
@@ -161,8 +162,7 @@ def maxmin_select_blocked(
         return out
     k_max = out.shape[1]
     rows = torch.arange(batch, device=x.device)
-    nearest, partner = topk_of_unit_rows(u, u, 1, mask, mask, exclude_self=True)
-    pick = most_isolated(nearest[..., 0], partner[..., 0], mask)
+    pick = most_isolated(*nearest_other_row(u, mask), mask)
     closest = torch.full((batch, n), -torch.inf, dtype=u.dtype, device=x.device)
     blocked = ~mask.clone()
     counts = counts.to(x.device)

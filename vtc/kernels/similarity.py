@@ -85,3 +85,41 @@ def topk_of_unit_rows(
     values = values.masked_fill(~mask_a[..., None], -torch.inf)
     indices = indices.masked_fill(~mask_a[..., None], -1)
     return values, indices
+
+
+def nearest_other_row(u: Tensor, mask: Tensor, block: int | None = None) -> tuple[Tensor, Tensor]:
+    """Each valid row's best cosine match among the other valid rows of ``u [B, N, D]`` (unit rows):
+    ``(values, indices)``, each ``[B, N]`` (``-inf`` / ``-1`` where there is none).
+
+    The same answer as ``topk_of_unit_rows(u, u, 1, mask, mask, exclude_self=True)`` at half the
+    arithmetic: each block pair ``(I, J >= I)`` of the symmetric similarity matrix is computed once and
+    serves the rows of ``I`` (its row maxima) and of ``J`` (its column maxima), so each pair's
+    similarity is one number for both of its tokens. A row's candidates arrive in ascending index
+    order, so keeping only strictly better ones keeps the lowest index on ties.
+    """
+    batch, n, _ = u.shape
+    block = block or max(CHUNK, int((BLOCK_BYTES // (batch * u.element_size())) ** 0.5))
+    best = torch.full((batch, n), -torch.inf, dtype=u.dtype, device=u.device)
+    where = torch.full((batch, n), -1, dtype=torch.long, device=u.device)
+    invalid = ~mask
+
+    def offer(rows: slice, values: Tensor, indices: Tensor) -> None:
+        better = values > best[:, rows]
+        best[:, rows] = torch.where(better, values, best[:, rows])
+        where[:, rows] = torch.where(better, indices, where[:, rows])
+
+    for i in range(0, n, block):
+        rows = slice(i, min(i + block, n))
+        for j in range(i, n, block):
+            cols = slice(j, min(j + block, n))
+            sim = u[:, rows] @ u[:, cols].transpose(1, 2)
+            if j == i:
+                sim.diagonal(dim1=1, dim2=2).fill_(-torch.inf)
+            sim.masked_fill_(invalid[:, rows, None] | invalid[:, None, cols], -torch.inf)
+            if j > i:  # column maxima first: their indices (in rows) precede the row maxima's (in cols)
+                values, indices = sim.max(dim=1)
+                offer(cols, values, indices + i)
+            values, indices = sim.max(dim=2)
+            offer(rows, values, indices + j)
+    where = where.masked_fill(best == -torch.inf, -1)
+    return best, where
