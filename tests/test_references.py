@@ -237,6 +237,35 @@ def test_pool_pools_frames_together_below_one_cell_per_frame():
     check_reps(res, x, [0] * 8 + [8] * 8)
 
 
+def test_frames_keeps_whole_evenly_spaced_frames():
+    x = randn(21, 8 * 4, 3)
+    res = compress("frames", x, grid=(8, 2, 2), count=8)  # two whole frames: the middles of 0-3 and 4-7
+    assert res.index == [4, 5, 6, 7, 20, 21, 22, 23]
+    res = compress("frames", x, grid=(8, 2, 2), count=6)  # two frames, three tokens each
+    assert res.index == [4, 6, 7, 20, 22, 23]
+    res = compress("frames", x[:12], grid=(3, 2, 2), count=12)  # every frame
+    assert res.index == list(range(12))
+
+
+def test_temporal_pool_averages_runs_of_frames_at_full_resolution():
+    x = randn(22, 4 * 2 * 3, 5)
+    res = compress("temporal_pool", x, grid=(4, 2, 3), count=12)  # 2 runs of 2 frames, 6 cells each
+    rep = [f // 2 * 12 + p for f in range(4) for p in range(6)]
+    check_reps(res, x, rep)
+    res = compress("temporal_pool", x, grid=(4, 2, 3), count=6)  # one run of all 4 frames, full resolution
+    check_reps(res, x, [p for _ in range(4) for p in range(6)])
+
+
+@pytest.mark.parametrize("grid", [(8, 5, 7), (32, 6, 6), (3, 24, 24), (1, 27, 27)])
+@pytest.mark.parametrize("ratio", [0.01, 0.05, 0.11, 0.25, 0.5, 0.9])
+def test_video_baselines_are_iso_token(grid, ratio):
+    """pool, frames, temporal_pool and uniform keep exactly the budget, as every other method does."""
+    n = grid[0] * grid[1] * grid[2]
+    x = randn(23, n, 2)
+    for name in ("pool", "frames", "temporal_pool", "uniform", "divprune"):
+        assert len(compress(name, x, grid=grid, ratio=ratio).index) == budget_k(n, ratio=ratio), name
+
+
 def test_pool_bilinear_halving_equals_avg():
     x = randn(7, 16, 5)
     avg = compress("pool", x, grid=(1, 4, 4), ratio=0.25, mode="avg")

@@ -58,10 +58,12 @@ def frame_cells(h: int, w: int, k: int) -> Tensor:
     return (first[:, None] + col).flatten()
 
 
-def cell_of(grid: tuple[int, int, int], k: int) -> Tensor:
-    """``[t * h * w]``: the cell (0 .. k-1) of every token of a ``(t, h, w)`` grid with ``k`` cells."""
+def cell_of(grid: tuple[int, int, int], k: int, groups: int | None = None) -> Tensor:
+    """``[t * h * w]``: the cell (0 .. k-1) of every token of a ``(t, h, w)`` grid with ``k`` cells, in
+    ``groups`` groups of consecutive frames (default ``min(t, k)``: every frame its own group while
+    there are enough cells)."""
     t, h, w = grid
-    groups = min(t, k)
+    groups = min(t, k) if groups is None else groups
     frames = split_even(t, groups)
     cells = split_even(k, groups)
     out, offset = [], 0
