@@ -17,5 +17,6 @@ from vtc.methods import (  # noqa: F401
     tome,
     tome_encoder,
     uniform,
+    vidcom2,
     visionzip,
 )
