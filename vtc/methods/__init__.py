@@ -5,6 +5,7 @@ from vtc.methods import (  # noqa: F401
     cls_attention,
     dart,
     divprune,
+    dycoke,
     fastv,
     frames,
     hiprune,

@@ -6,7 +6,7 @@ Language Models: Are We Solving the Right Problem?", arXiv:2502.11501, 2025, arg
 At a budget of ``K`` tokens on a ``(t, h, w)`` grid it keeps ``g = min(t, ceil(K / (h w)))`` frames:
 the frames split into ``g`` runs of consecutive frames (sizes by ``split_even``) and each run's middle
 frame (the lower one of two) is kept. The ``K`` tokens are split evenly over the kept frames
-(``split_even``, earlier frames first), each frame's share at even positions of its lattice
+(``split_even``), each frame's share at even positions of its lattice
 (``frame_lattice``): whole frames when ``K`` is a multiple of ``h w``. Exactly ``K`` tokens, as every
 method keeps at the same budget. An image is a one-frame video: the uniform lattice.
 """
