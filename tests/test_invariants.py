@@ -30,8 +30,11 @@ def expected_count(name: str, grid: tuple[int, int, int], ratio: float) -> int |
     return max(1, math.floor(ratio * n + 0.5))
 
 
-def check_structure(tokens: VisualTokens, out: Compressed, exact_means: bool = True) -> None:
-    """Every structural promise of `Compressed` for this input."""
+def check_structure(tokens: VisualTokens, out: Compressed, exact_means: bool | None = None) -> None:
+    """Every structural promise of `Compressed` for this input; slot features are checked to be their tokens'
+    means unless the method declares its own slot features (``mean_slots=False``) or ``exact_means`` is False."""
+    if exact_means is None:
+        exact_means = next(m for m in vtc.list_methods() if m.name == out.method).mean_slots
     b, n_max, d = tokens.features.shape
     k_max = out.features.shape[1]
     assert out.features.shape == (b, k_max, d) and out.features.dtype == tokens.features.dtype
@@ -167,11 +170,11 @@ def test_batched_selection_equals_the_per_sample_one(name, kwargs, budget, ties)
 def test_every_method_with_a_kernel_is_batched():
     """Per-sample loops remain only where selection is index arithmetic (no kernel, nothing to batch): the
     grid baselines (pool, frames, temporal_pool, uniform), random, and the per-frame video methods (vidcom2,
-    dycoke: elementwise scores and per-frame sorts);
+    dycoke, fastvid: per-frame scores and sorts, per-segment merges);
     tome_encoder runs inside the tower's blocks on the whole batch already."""
     unbatched = {m.name for m in vtc.list_methods() if not m.batched}
     assert unbatched == {"pool", "frames", "temporal_pool", "random", "uniform", "vidcom2", "dycoke",
-                         "tome_encoder"}
+                         "fastvid", "tome_encoder"}
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])

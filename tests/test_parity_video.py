@@ -101,3 +101,37 @@ def test_dycoke_budgets():
     assert per_frame == [16, 5, 5, 6, 16, 5, 5, 6]  # 64 = 2 x 16 + 32 over six frames (split_even)
     low = vtc.build("dycoke", count=10)(tokens)
     assert torch.bincount(low.index[0, :10] // 16, minlength=8).tolist() == [5, 0, 0, 0, 5, 0, 0, 0]
+
+
+FASTVID = torch.load(PARITY / "fastvid.pt")["cases"]
+
+
+@pytest.mark.parametrize("case", sorted(FASTVID))
+def test_fastvid_matches_the_official_selection(case):
+    """With the official per-frame budgets: the segments, the kept tokens, and the merged slots (except the
+    official single-frame path of a segment whose anchor frames get one slot each, kind 1, which vtc
+    merges like any other segment)."""
+    from vtc.methods.fastvid import Plan, fastvid_select, segment_sizes
+
+    c = FASTVID[case]
+    t, n, params = c["T"], c["N"], c["params"]
+    segments = segment_sizes(c["global_feat"], params["c"], params["tau"])
+    assert segments == c["segment_sizes"].tolist()
+    plan = Plan([c["frame_salient_num"]] * t, c["context_num_per_frame"].tolist(), segments)
+    rep, features = fastvid_select(c["video"], c["attn"], plan, params["beta"])
+    kept = (rep == torch.arange(t * n)).nonzero()[:, 0]
+    assert kept.tolist() == c["keep_idx"].tolist()
+    same_path = c["kind"] != 1
+    torch.testing.assert_close(features[same_path], c["out_tokens"][same_path], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("ratio", [0.05, 0.1, 0.25, 0.6, 0.9])
+def test_fastvid_keeps_exactly_the_budget(ratio):
+    gen = torch.Generator().manual_seed(3)
+    t, h, w = 12, 4, 5
+    tokens = vtc.VisualTokens(torch.randn(2, t * h * w, 8, generator=gen), grid=torch.tensor([[t, h, w]] * 2),
+                              cls_attn=torch.rand(2, 1, t * h * w, generator=gen))
+    out = vtc.build("fastvid", ratio=ratio)(tokens)
+    k = max(1, round(ratio * t * h * w))
+    assert out.counts.tolist() == [k, k]
+    assert all(s >= 1 for s in out.sizes[0, :k].tolist())

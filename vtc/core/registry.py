@@ -33,6 +33,8 @@ class MethodInfo:
     ``static_count``: the output count follows from the grid and budget alone (not the content).
     ``score_based``: ranks tokens by a mass, so ``budget="coverage:p"`` works.
     ``adaptive``: chooses its own count when no budget (or ``budget="adaptive"``) is given.
+    ``mean_slots``: a merged slot's features are the plain mean of its tokens (False: the method gives its
+    own slot features, e.g. a weighted merge).
     ``batched``: the config has ``select_batch(tokens, budget) -> list[Selection]``, which selects for the
     whole padded batch at once (one kernel call) with exactly the per-sample results; the others run
     ``select`` sample by sample.
@@ -60,6 +62,7 @@ class MethodInfo:
     paper: str
     config: type
     batched: bool = False
+    mean_slots: bool = True
     encoder_layers_field: str | None = None
     attention_field: str | None = None
     llm_layers_field: str | None = None
@@ -111,6 +114,7 @@ def register(
     score_based: bool = False,
     adaptive: bool = False,
     batched: bool = False,
+    mean_slots: bool = True,
     encoder_layers: str | None = None,
     attention: str | None = None,
     llm_layers: str | None = None,
@@ -153,6 +157,7 @@ def register(
             paper,
             cls,
             batched=batched,
+            mean_slots=mean_slots,
             encoder_layers_field=encoder_layers,
             attention_field=attention,
             llm_layers_field=llm_layers,

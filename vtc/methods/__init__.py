@@ -7,6 +7,7 @@ from vtc.methods import (  # noqa: F401
     divprune,
     dycoke,
     fastv,
+    fastvid,
     frames,
     hiprune,
     pool,
