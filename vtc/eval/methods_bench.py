@@ -5,8 +5,9 @@
 
 Tokens are Gaussian features on a ``frames x side x side`` grid with random [CLS] attention rows and
 keys. Times are the median of ``--repeats`` calls after one warm-up call. ``--isolate`` runs each
-method in a fresh process and reports its peak extra memory (CPU: growth of the peak RSS over the
-process with the tokens already built; CUDA: ``max_memory_allocated``).
+method in a fresh process and reports its peak extra memory (CPU: the peak RSS during the calls over the
+RSS before it with the tokens already built, the peak window reset first where Linux allows; CUDA:
+``max_memory_allocated``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from vtc.core.registry import list_methods
 from vtc.core.spec import MethodSpec
 from vtc.core.text import format_table
 from vtc.core.types import VisualTokens
-from vtc.kernels.bench import isolated, peak_rss_mib
+from vtc.kernels.bench import isolated, peak_rss_mib, reset_peak_rss, rss_mib
 
 
 def synthetic_tokens(batch: int, frames: int, side: int, dim: int, layers: int, seed: int,
@@ -47,7 +48,8 @@ def measure_method(name: str, ratio: float, batch: int, frames: int, side: int, 
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = peak_rss_mib()
+        reset_peak_rss()
+        base = rss_mib()
     times = []
     for _ in range(repeats + 1):
         sync()

@@ -7,8 +7,8 @@
 For each N, D and K (10% and 25% of N) it prints the time of the naive version over vtc's (``x faster``)
 and the peak memory of each. On CUDA the vtc side is whatever the dispatch picks (Triton by default)
 and peak memory is ``torch.cuda.max_memory_allocated``; on CPU it is the torch path, and peak memory
-is the growth of the process's peak RSS, each measurement in a fresh subprocess so the two never
-share a high-water mark. Times are the median of ``--repeats`` runs after one warm-up.
+is the peak RSS over the RSS before the call (the peak window reset first where Linux allows), each
+measurement in a fresh subprocess. Times are the median of ``--repeats`` runs after one warm-up.
 """
 
 from __future__ import annotations
@@ -94,7 +94,8 @@ def measure(kernel: str, impl: str, n: int, d: int, k: int, repeats: int, device
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = peak_rss_mib()
+        reset_peak_rss()
+        base = rss_mib()
     times = []
     for _ in range(repeats + 1):
         start = time.perf_counter()
@@ -128,9 +129,38 @@ def isolated(fn: Callable, *args: object) -> object:
     return result
 
 
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window (Linux: writing 5 to /proc/self/clear_refs resets VmHWM); without it,
+    the peak stays the process's lifetime peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def peak_rss_mib() -> float:
-    """This process's peak resident memory so far, MiB (Linux reports KiB)."""
+    """This process's peak resident memory since the last :func:`reset_peak_rss` (else since it started), MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_mib() -> float:
+    """This process's resident memory now, MiB (the peak where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return peak_rss_mib()
 
 
 def measure_isolated(*args: object) -> tuple[float, float] | Exception:
