@@ -152,6 +152,9 @@ def test_grid_always_has_none_and_the_iso_token_pool():
     assert default == ["none", "text-only", "pool:0.25", "divprune:0.25", "visionzip:0.25", "fastv:0.25", "pool:0.11",
                        "divprune:0.11", "visionzip:0.11", "fastv:0.11"]
     assert complete_grid([MethodSpec(BASELINE, {"ratio": 0.5})])[2].label == "pool:0.5"  # no duplicate
+    video = [s.label for s in build_grid("divprune", [0.25, 0.11], video_baselines=True)]
+    assert video == ["none", "text-only", "pool:0.25", "frames:0.25", "temporal_pool:0.25", "divprune:0.25",
+                     "pool:0.11", "frames:0.11", "temporal_pool:0.11", "divprune:0.11"]
 
 
 def test_grid_from_yaml_and_json(tmp_path):

@@ -71,6 +71,8 @@ def parser() -> argparse.ArgumentParser:
                    help="comma list (none, text-only, name:0.25, name:count=64, name:adaptive, name, default, all) or "
                         "a YAML/JSON file; none, text-only and the iso-token pool baseline are always added (default: "
                         f"default = {', '.join(DEFAULT_METHODS)}; all = every projector method)")
+    p.add_argument("--video-baselines", action="store_true",
+                   help="add the video baselines frames (fewer frames) and temporal_pool beside pool at every budget")
     p.add_argument("--ratios", default="0.25,0.11",
                    help="ratios for bare method names, 'default' and 'all' (default: 0.25,0.11)")
     p.add_argument("--batch-size", type=int, default=4)
@@ -313,7 +315,8 @@ def run(args: argparse.Namespace, dist: dist_mod.Dist) -> int:
 def run_locked(args: argparse.Namespace, out: Path, dist: dist_mod.Dist) -> int:
     if args.batch_size < 1 or args.frames < 1 or args.max_new_tokens < 1:
         raise ValueError("--batch-size, --frames and --max-new-tokens must be at least 1")
-    grid = build_grid(args.methods, parse_ratios(args.ratios), None if args.data else BUILTIN_KWARGS)
+    grid = build_grid(args.methods, parse_ratios(args.ratios), None if args.data else BUILTIN_KWARGS,
+                      args.video_baselines)
     settings = Settings(frames=args.frames, fps=args.fps, max_frames=args.max_frames, video_backend=args.video_backend,
                         max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     models = list(dict.fromkeys(args.model or DEFAULT_MODELS))

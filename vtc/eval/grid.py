@@ -15,7 +15,8 @@ A file holds a list of such strings and/or mappings ``{name: divprune, ratio: 0.
 
 The iso-token baseline: for every ratio or count used by another method, ``pool`` at that budget is
 added (plain downsampling, which published studies found to beat many methods, so every table shows it).
-Adaptive budgets have no iso-token baseline. Order: ``none``, ``text-only``, then per budget (first use)
+With ``--video-baselines`` the video baselines ``frames`` (fewer frames) and ``temporal_pool`` (pooling over
+time) join ``pool`` at every budget. Adaptive budgets have no iso-token baseline. Order: ``none``, ``text-only``, then per budget (first use)
 ``pool``, then the other methods in the order given. Labels: ``none``, ``pool:0.25``, ``divprune:count=64``,
 ``prumerge:adaptive``, with method kwargs appended as ``[k=v,...]``.
 """
@@ -30,6 +31,8 @@ from vtc.core.registry import list_methods
 from vtc.core.spec import BUDGET_KEYS, CONTROLS, TEXT_ONLY, MethodSpec, parse_spec
 
 BASELINE = "pool"
+VIDEO_BASELINES = ("frames", "temporal_pool")  # --video-baselines: fewer frames, temporal pooling
+BASELINES = (BASELINE, *VIDEO_BASELINES)
 
 
 def baseline_of(spec: MethodSpec) -> str | None:
@@ -104,15 +107,17 @@ def parse_methods(spec: str, ratios: list[float]) -> list[MethodSpec]:
     return [s for item in spec.split(",") if item.strip() for s in parse_item(item, ratios)]
 
 
-def complete_grid(specs: list[MethodSpec]) -> list[MethodSpec]:
-    """The controls first, then per budget the ``pool`` baseline and the methods at it (module docstring)."""
+def complete_grid(specs: list[MethodSpec], video_baselines: bool = False) -> list[MethodSpec]:
+    """The controls first, then per budget the ``pool`` baseline (and with ``video_baselines`` the frame
+    baselines) and the methods at it (module docstring)."""
     groups: dict[str | None, list[MethodSpec]] = {}
+    baselines = BASELINES if video_baselines else (BASELINE,)
     for spec in specs:
         if spec.is_control:
             continue
         key = spec.budget_key
         if key is not None and key not in groups:
-            groups[key] = [MethodSpec(BASELINE, dict(spec.budget))]
+            groups[key] = [MethodSpec(name, dict(spec.budget)) for name in baselines]
         groups.setdefault(key, []).append(spec)
     grid, seen = list(CONTROL_SPECS), {s.label for s in CONTROL_SPECS}
     for key in sorted(groups, key=lambda k: k is None):  # adaptive budgets last, others in order of use
@@ -145,8 +150,10 @@ def with_defaults(specs: list[MethodSpec], defaults: dict[str, dict]) -> list[Me
             for s in specs]
 
 
-def build_grid(spec: str, ratios: list[float], defaults: dict[str, dict] | None = None) -> list[MethodSpec]:
-    """Parse, complete and validate ``--methods`` (``defaults``: kwargs for entries that give none)."""
-    grid = complete_grid(with_defaults(parse_methods(spec, ratios), defaults or {}))
+def build_grid(spec: str, ratios: list[float], defaults: dict[str, dict] | None = None,
+               video_baselines: bool = False) -> list[MethodSpec]:
+    """Parse, complete and validate ``--methods`` (``defaults``: kwargs for entries that give none;
+    ``video_baselines``: add ``frames`` and ``temporal_pool`` beside ``pool`` at every budget)."""
+    grid = complete_grid(with_defaults(parse_methods(spec, ratios), defaults or {}), video_baselines)
     validate(grid)
     return grid

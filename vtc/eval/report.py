@@ -35,7 +35,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from vtc.core.spec import MethodSpec
-from vtc.eval.grid import BASELINE, baseline_of
+from vtc.eval.grid import BASELINE, BASELINES, baseline_of
 from vtc.eval.metrics import difficult_splits
 from vtc.eval.store import write_atomic
 
@@ -181,7 +181,7 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
     """The summary table's cells, one list per row."""
     out = []
     for r in rows:
-        method = f"**{r['method']}**" if r["method_name"] == BASELINE else r["method"]
+        method = f"**{r['method']}**" if r["method_name"] in BASELINES else r["method"]
         tokens = "-" if r["tokens_before"] is None else f"{r['tokens_before']:.0f} → {r['tokens_after']:.0f}"
         acc = _pct(r["acc"])
         if r["ci_low"] is not None:

@@ -17,7 +17,10 @@ Rules this adapter follows:
 - Positions: the full, unpruned M-RoPE positions come from the model's own code:
   ``model.model.get_rope_index`` for ``forward`` (``[3, B, L]``, what the unpatched forward computes)
   and ``model._prepare_position_ids_for_generation`` for ``generate`` (``[4, B, L]``, row 0 the text
-  positions). Kept tokens and all text keep their columns' values. Row 0 of a 4-row tensor is then
+  positions). Kept tokens and all text keep their columns' values. A merged slot takes the column of its
+  representative (``Compressed.index``), so a token merged over time sits at its representative's
+  ``(t, h, w)``: ``temporal_pool``'s at the first frame of its run, ``fastvid``'s at its anchor, ToMe's
+  at its B token (tested for every method against a hand-built sequence). Row 0 of a 4-row tensor is then
   recomputed as the compact text position of the pruned sequence (``cumsum(mask) - 1``, as transformers
   does), since it only drives the causal mask. ``model.model.rope_deltas`` is set to
   ``max(kept position) + 1 - valid length`` per row, so that later cache-continuation ``forward`` calls
