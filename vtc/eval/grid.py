@@ -15,9 +15,10 @@ A file holds a list of such strings and/or mappings ``{name: divprune, ratio: 0.
 
 The iso-token baseline: for every ratio or count used by another method, ``pool`` at that budget is
 added (plain downsampling, which published studies found to beat many methods, so every table shows it).
-With ``--video-baselines`` the video baselines ``frames`` (fewer frames) and ``temporal_pool`` (pooling over
-time) join ``pool`` at every budget. Adaptive budgets have no iso-token baseline. Order: ``none``, ``text-only``, then per budget (first use)
-``pool``, then the other methods in the order given. Labels: ``none``, ``pool:0.25``, ``divprune:count=64``,
+With ``--video-baselines`` the video baselines ``frames`` (fewer frames) and ``temporal_pool`` (pooling
+over time) join ``pool`` at every budget. Adaptive budgets have no iso-token baseline. Order: ``none``,
+``text-only``, then per budget (first use) ``pool`` (and the video baselines), then the other methods in
+the order given. Labels: ``none``, ``pool:0.25``, ``divprune:count=64``,
 ``prumerge:adaptive``, with method kwargs appended as ``[k=v,...]``.
 """
 
