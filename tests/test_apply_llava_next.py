@@ -282,7 +282,7 @@ def hand_built(ref, ids, mask, modality, items, kept, positions):
 def build(model_type, method, **budget):
     info = next(m for m in vtc.list_methods() if m.name == method)
     extra = {"layers": (1, -2)} if method == "hiprune" else {}  # the tiny towers have 3 layers
-    if method == "dycoke" and not budget:  # DyCoke's own (adaptive) rule keeps one-frame images whole
+    if method in ("dycoke", "framefusion") and not budget:  # their own rules keep one-frame images whole
         budget = {"ratio": 0.2}
     return vtc.build(method, **({} if info.adaptive and not budget else budget or {"ratio": 0.2}), **extra)
 

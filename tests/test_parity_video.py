@@ -135,3 +135,40 @@ def test_fastvid_keeps_exactly_the_budget(ratio):
     k = max(1, round(ratio * t * h * w))
     assert out.counts.tolist() == [k, k]
     assert all(s >= 1 for s in out.sizes[0, :k].tolist())
+
+
+FRAMEFUSION = torch.load(PARITY / "framefusion.pt")["cases"]
+
+
+@pytest.mark.parametrize("case", sorted(FRAMEFUSION))
+def test_framefusion_matches_the_official_first_round(case):
+    """The adaptive budget is the official first merge round: similarities, which token joins which, slot means."""
+    from vtc.methods.framefusion import framefusion_rep, previous_frame_similarity
+
+    c = FRAMEFUSION[case]
+    t, p = c["T"], c["P"]
+    frames = c["x"].reshape(t, p, -1)
+    torch.testing.assert_close(previous_frame_similarity(frames), c["cos_prev"], atol=1e-6, rtol=1e-6)
+    rep = framefusion_rep(frames, None, None, c["similarity_lower_bound"], c["cost"])
+    assert rep.tolist() == c["merge_target_visual"].tolist()
+    tokens = vtc.VisualTokens(c["x"][None], grid=torch.tensor([[t, 1, p]]),
+                              cls_attn=torch.ones(1, 1, t * p))
+    out = vtc.build("framefusion", budget="adaptive", threshold=c["similarity_lower_bound"], cost=c["cost"])(tokens)
+    k = int(out.counts[0])
+    assert out.index[0, :k].tolist() == c["kept_visual_indices"].tolist()
+    torch.testing.assert_close(out.features[0, :k], c["visual_out"], atol=1e-5, rtol=1e-5)
+
+
+def test_framefusion_exact_budgets():
+    """Below one frame's worth of slots, merging alone cannot reach K: the least attended slots go."""
+    gen = torch.Generator().manual_seed(8)
+    t, p = 6, 10
+    attention = torch.rand(1, 1, t * p, generator=gen)
+    tokens = vtc.VisualTokens(torch.randn(1, t * p, 5, generator=gen), grid=torch.tensor([[t, 2, 5]]),
+                              cls_attn=attention)
+    for k in (1, 4, 10, 11, 30, 59, 60):
+        out = vtc.build("framefusion", count=k)(tokens)
+        assert int(out.counts[0]) == k
+    out = vtc.build("framefusion", count=4)(tokens)
+    mass = attention[0, 0].reshape(t, p).sum(0)  # each position's tokens all merge into frame 0
+    assert out.index[0, :4].tolist() == sorted(torch.sort(-mass, stable=True).indices[:4].tolist())

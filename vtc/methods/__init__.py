@@ -9,6 +9,7 @@ from vtc.methods import (  # noqa: F401
     fastv,
     fastvid,
     frames,
+    framefusion,
     hiprune,
     pool,
     prumerge,
