@@ -282,7 +282,7 @@ def hand_built(ref, ids, mask, modality, items, kept, positions):
 def build(model_type, method, **budget):
     info = next(m for m in vtc.list_methods() if m.name == method)
     extra = {"layers": (1, -2)} if method == "hiprune" else {}  # the tiny towers have 3 layers
-    if method in ("dycoke", "framefusion") and not budget:  # their own rules keep one-frame images whole
+    if info.adaptive and info.video and not budget:  # their own rules may keep images or small videos whole
         budget = {"ratio": 0.2}
     return vtc.build(method, **({} if info.adaptive and not budget else budget or {"ratio": 0.2}), **extra)
 

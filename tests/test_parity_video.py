@@ -172,3 +172,48 @@ def test_framefusion_exact_budgets():
     out = vtc.build("framefusion", count=4)(tokens)
     mass = attention[0, 0].reshape(t, p).sum(0)  # each position's tokens all merge into frame 0
     assert out.index[0, :4].tolist() == sorted(torch.sort(-mass, stable=True).indices[:4].tolist())
+
+
+PRUNEVID = torch.load(PARITY / "prunevid.pt")["cases"]
+
+
+@pytest.mark.parametrize("case", sorted(PRUNEVID))
+def test_prunevid_matches_the_official_merge(case):
+    """The adaptive budget is the official merge: segments, static positions, and each output token's sources
+    and features (vtc orders slots by position, the official output by segment, static first)."""
+    from vtc.methods.prunevid import segment_sizes, static_positions
+
+    c = PRUNEVID[case]
+    x, params = c["x"], c["params"]
+    t, n, d = x.shape
+    segments = segment_sizes(x, params["temporal_segment_ratio"])
+    assert segments == list(c["window_sizes"])
+    starts = [sum(segments[:i]) for i in range(len(segments))]
+    for start, w, mask in zip(starts, segments, c["seg_static_masks"], strict=True):
+        assert torch.equal(static_positions(x[start : start + w], params["tau"]), mask)
+    tokens = vtc.VisualTokens(x.reshape(1, t * n, d), grid=torch.tensor([[t, 1, n]]))
+    out = vtc.build("prunevid", budget="adaptive", tau=params["tau"],
+                    segment_ratio=params["temporal_segment_ratio"], cluster_ratio=params["cluster_ratio"])(tokens)
+    k = int(out.counts[0])
+    mine = {frozenset((out.assign[0] == j).nonzero()[:, 0].tolist()): out.features[0, j] for j in range(k)}
+    theirs = {frozenset(row.nonzero()[:, 0].tolist()): feature for row, feature in zip(c["out_src"], c["out"],
+                                                                                         strict=True)}
+    assert mine.keys() == theirs.keys()
+    for sources, feature in theirs.items():
+        torch.testing.assert_close(mine[sources], feature, atol=1e-5, rtol=1e-5)
+
+
+def test_prunevid_budgets():
+    """A ratio keeps exactly K while the temporal merge leaves at least K tokens, never more than K."""
+    gen = torch.Generator().manual_seed(4)
+    t, h, w = 8, 4, 5
+    base = torch.randn(1, 1, h * w, 6, generator=gen)
+    moving = torch.randn(1, t, h * w, 6, generator=gen)
+    x = (base + 0.5 * moving).reshape(1, t * h * w, 6)
+    tokens = vtc.VisualTokens(x, grid=torch.tensor([[t, h, w]]))
+    adaptive = int(vtc.build("prunevid", budget="adaptive")(tokens).counts[0])
+    for ratio in (0.05, 0.1, 0.25):
+        k = max(1, round(ratio * t * h * w))
+        assert int(vtc.build("prunevid", ratio=ratio)(tokens).counts[0]) == k
+    assert int(vtc.build("prunevid", ratio=1.0)(tokens).counts[0]) <= t * h * w
+    assert 1 <= adaptive < t * h * w

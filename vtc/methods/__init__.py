@@ -14,6 +14,7 @@ from vtc.methods import (  # noqa: F401
     pool,
     prumerge,
     prumerge_plus,
+    prunevid,
     pyramiddrop,
     random,
     temporal_pool,

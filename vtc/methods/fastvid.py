@@ -32,14 +32,13 @@ is kept as it is (the official merge would still blend anchors of several anchor
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import as_layers, select_layers, split_even, top_indices, work_dtype
+from vtc.core.ops import as_layers, density_peak_scores, select_layers, split_even, top_indices, work_dtype
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
 
@@ -60,19 +59,6 @@ def segment_sizes(frame_means: Tensor, c: int, tau: float) -> list[int]:
 def anchor_frames(length: int, p: int) -> list[int]:
     """Positions (ascending) of a segment's anchor frames: the last, then every ``p``-th before it."""
     return [j for j in range(length) if (length - 1 - j) % p == 0]
-
-
-def density_scores(x: Tensor) -> Tensor:
-    """``rho * delta`` of each row of ``x [M, D]`` (module docstring; ties in ``rho`` to the lower index)."""
-    m = x.shape[0]
-    x = x.to(work_dtype(x))
-    dist = torch.cdist(x, x) / math.sqrt(x.shape[-1])
-    rho = torch.exp(-(torch.topk(dist, min(4, m), dim=-1, largest=False).values ** 2).mean(-1))
-    index = torch.arange(m, device=x.device)
-    higher = (rho[None, :] > rho[:, None]) | ((rho[None, :] == rho[:, None]) & (index[None, :] < index[:, None]))
-    delta = dist.masked_fill(~higher, torch.inf).min(dim=-1).values
-    delta = torch.where(torch.isinf(delta), dist.max(), delta)
-    return rho * delta
 
 
 @dataclass
@@ -133,7 +119,7 @@ def fastvid_select(frames: Tensor, attention: Tensor, plan: Plan, beta: float) -
         anchor_sets = []
         for f in range(start, start + length):
             if plan.anchors[f]:
-                score = density_scores(flat[rest[f]])
+                score = density_peak_scores(flat[rest[f]], 4)
                 anchor_sets.append(rest[f][top_indices(score, plan.anchors[f])])
         for anchors in anchor_sets:
             joined = (unit[members] @ unit[anchors].T).argmax(dim=1)  # first maximum: lower anchor index
