@@ -13,7 +13,8 @@ round (CPU: wall clock, median and min-max spread; CUDA: synchronised, with peak
 
 - prefill: one forward over the prompt (``logits_to_keep=1`` where the model takes it, as ``generate``
   does), with the selection's own time measured inside it (``selection_ms``, its share of the prefill);
-- TTFT: ``generate`` of one token; decode: tokens per second of ``--decode-tokens`` further tokens;
+- TTFT and decode: one ``generate`` of ``1 + --decode-tokens`` tokens, timed when each step's logits
+  reach a logits processor: TTFT to the first, decode tokens per second over the rest;
 - analytical FLOPs and KV-cache bytes, from the tokens each decoder layer and vision block actually
   received (recorded by hooks): ``2 S P + 4 S^2 A`` per layer (``P`` its weight-matrix parameters, ``A``
   its attention width, no causal halving), the LM head on one position per row; the projector and the
@@ -230,6 +231,26 @@ class Bench:
         adapter = adapter_for(model)
         self.llm_layers, self.tower_layers = adapter.decoder_layers(), adapter.vision_layers()
 
+    def timed_generate(self, inputs: dict[str, Tensor], generate: dict[str, Any]) -> tuple[float, float]:
+        """One greedy ``generate`` of ``1 + decode_tokens`` tokens: the time to its first token, and the time of
+        the tokens after it, from the moments each step's logits reach the logits processors."""
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        sync, stamps = self.sync, []
+
+        class Stamp(LogitsProcessor):
+            def __call__(self, input_ids: Tensor, scores: Tensor) -> Tensor:
+                sync()
+                stamps.append(time.perf_counter())
+                return scores
+
+        total = 1 + self.decode_tokens
+        self.sync()
+        start = time.perf_counter()
+        self.model.generate(**inputs, max_new_tokens=total, min_new_tokens=total,
+                            logits_processor=LogitsProcessorList([Stamp()]), **generate)
+        return stamps[0] - start, stamps[-1] - stamps[0]
+
     def measure(self, setting: Setting) -> Measurement:
         inputs = self.inputs[setting.batch]
         compressor = setting.spec.build()
@@ -257,15 +278,7 @@ class Bench:
                 llm.on = tower.on = False
                 peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if self.cuda else None
                 stats = handle.stats[0] if handle is not None and handle.stats else None
-                start = time.perf_counter()
-                self.model.generate(**inputs, max_new_tokens=1, **generate)
-                self.sync()
-                ttft = time.perf_counter() - start
-                total = 1 + self.decode_tokens
-                start = time.perf_counter()
-                self.model.generate(**inputs, max_new_tokens=total, min_new_tokens=total, **generate)
-                self.sync()
-                decode = max(time.perf_counter() - start - ttft, 1e-9)
+                ttft, decode = self.timed_generate(inputs, generate)
         finally:
             llm.remove()
             tower.remove()
@@ -321,7 +334,7 @@ def summarise(setting: Setting, shapes: Shapes, decode_tokens: int) -> dict[str,
         "selection_ms": 1000 * med(selection) if selection else None,
         "ttft_ms": 1000 * med(m.ttft_s for m in runs),
         "decode_tokens_per_s": (med(m.samples * decode_tokens / m.decode_s for m in runs)
-                                if decode_tokens else None),
+                                if decode_tokens and all(m.decode_s > 0 for m in runs) else None),
         "peak_mib": med(m.peak_mib for m in runs) if first.peak_mib is not None else None,
         "llm_gflops_full_depth": (extrapolated(llm_flops, s.full_llm_depth)
                                   + first.samples * s.head_flops_per_row) / 1e9,
