@@ -217,3 +217,40 @@ def test_prunevid_budgets():
         assert int(vtc.build("prunevid", ratio=ratio)(tokens).counts[0]) == k
     assert int(vtc.build("prunevid", ratio=1.0)(tokens).counts[0]) <= t * h * w
     assert 1 <= adaptive < t * h * w
+
+
+HOLITOM = torch.load(PARITY / "holitom.pt")["cases"]
+
+
+@pytest.mark.parametrize("case", sorted(HOLITOM))
+def test_holitom_matches_the_official_merge(case):
+    """With the official counts: the DP segments, static positions, and every slot's sources and features."""
+    from vtc.methods.holitom import holitom_slots, official_counts, plan_segments
+
+    c = HOLITOM[case]
+    x, params = c["feats"], c["params"]
+    t, n, _ = x.shape
+    segments = plan_segments(x, params["tau"])
+    assert [[s.start, s.end] for s in segments] == c["segments"].tolist()
+    for seg, mask in zip(segments, c["static_mask"], strict=True):
+        assert torch.equal(seg.static, mask)
+    rep, features = holitom_slots(x, c["attn"], segments, official_counts(segments, n, params["retain_ratio"]),
+                                  params["beta"])
+    slots = sorted(set(rep[rep >= 0].tolist()))
+    mine = {frozenset((rep == r).nonzero()[:, 0].tolist()): features[j] for j, r in enumerate(slots)}
+    theirs = {frozenset(row.nonzero()[:, 0].tolist()): f for row, f in zip(c["src_mask"], c["out_feats"], strict=True)}
+    assert mine.keys() == theirs.keys()
+    for sources, feature in theirs.items():
+        torch.testing.assert_close(mine[sources], feature, atol=1e-5, rtol=1e-5)
+
+
+def test_holitom_keeps_exactly_the_budget():
+    c = HOLITOM["static_bg_moving"]
+    x = c["feats"]
+    t, n, d = x.shape
+    tokens = vtc.VisualTokens(x.reshape(1, t * n, d), grid=torch.tensor([[t, 4, 4]]),
+                              cls_attn=c["attn"].reshape(1, 1, -1))
+    for ratio in (0.1, 0.25, 0.4):
+        k = max(1, round(ratio * t * n))
+        assert int(vtc.build("holitom", ratio=ratio)(tokens).counts[0]) == k
+    assert int(vtc.build("holitom", ratio=1.0)(tokens).counts[0]) == t * n

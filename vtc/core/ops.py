@@ -157,6 +157,25 @@ def split_even(total: int, parts: int) -> list[int]:
     return [(i + 1) * total // parts - i * total // parts for i in range(parts)]
 
 
+def largest_remainder(weights: list[float], caps: list[int], total: int) -> list[int]:
+    """``total`` split in proportion to ``weights`` (Hamilton's method): the floors of the quotas, then one
+    more each by largest remainder (the earlier on ties), all capped at ``caps``; what the caps leave over
+    goes to the parts with room, earliest first (so the sum is ``min(total, sum(caps))``)."""
+    mass = sum(weights)
+    quota = [w * total / mass if mass > 0 else 0.0 for w in weights]
+    out = [min(int(q), cap) for q, cap in zip(quota, caps, strict=True)]
+    spare = total - sum(out)
+    for i in sorted(range(len(out)), key=lambda i: (-(quota[i] - int(quota[i])), i)):
+        if spare and out[i] < caps[i]:
+            out[i] += 1
+            spare -= 1
+    for i in range(len(out)):
+        take = min(spare, caps[i] - out[i])
+        out[i] += take
+        spare -= take
+    return out
+
+
 def frame_lattice(h: int, w: int, k: int) -> Tensor:
     """``k`` spatially even positions (flat indices, ascending) in an ``h x w`` frame.
 

@@ -11,6 +11,7 @@ from vtc.methods import (  # noqa: F401
     framefusion,
     frames,
     hiprune,
+    holitom,
     pool,
     prumerge,
     prumerge_plus,

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import density_peak_scores, work_dtype
+from vtc.core.ops import density_peak_scores, largest_remainder, work_dtype
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
 
@@ -142,22 +142,9 @@ def token_sets(frames: Tensor, segments: list[int], tau: float) -> list[TokenSet
 
 
 def shares(sets: list[TokenSet], k: int) -> list[int]:
-    """``k`` slots over the sets in proportion to their source tokens: floors, then one more each by largest
-    remainder (earlier on ties), all capped at a set's units; what caps leave over goes to sets with room."""
-    sizes = [len(s.sources) for s in sets]
-    raw = torch.tensor([float(s.raw) for s in sets], dtype=torch.float64)
-    quota = (raw * k / raw.sum().clamp_min(1)).tolist()
-    out = [min(int(q), size) for q, size in zip(quota, sizes, strict=True)]
-    spare = k - sum(out)
-    for i in sorted(range(len(sets)), key=lambda i: (-(quota[i] - int(quota[i])), i)):
-        if spare and out[i] < sizes[i]:
-            out[i] += 1
-            spare -= 1
-    for i in range(len(sets)):
-        take = min(spare, sizes[i] - out[i])
-        out[i] += take
-        spare -= take
-    return out
+    """``k`` slots over the sets in proportion to their source tokens (``largest_remainder``, at most a set's
+    units)."""
+    return largest_remainder([float(s.raw) for s in sets], [len(s.sources) for s in sets], k)
 
 
 def cluster_set(token_set: TokenSet, clusters: int | None, cluster_ratio: float) -> list[Tensor]:
