@@ -254,3 +254,40 @@ def test_holitom_keeps_exactly_the_budget():
         k = max(1, round(ratio * t * n))
         assert int(vtc.build("holitom", ratio=ratio)(tokens).counts[0]) == k
     assert int(vtc.build("holitom", ratio=1.0)(tokens).counts[0]) == t * n
+
+
+QUOTA = torch.load(PARITY / "quota.pt")["cases"]
+
+
+@pytest.mark.parametrize("case", sorted(QUOTA))
+def test_quota_matches_the_official_assignment(case):
+    """From the same frame scores: the official per-frame grids, and the bilinear resize of each frame whose
+    grid is square (vtc's cells tile other counts by bands, not the official h x w fit)."""
+    from vtc.methods.pool import bilinear_cells
+    from vtc.methods.quota import frame_weights, official_counts
+
+    c = QUOTA[case]
+    grids = official_counts(frame_weights(c["scores"]), c["target_token_num"])
+    assert [h * w for h, w in grids] == c["v1_counts"].tolist()
+    kept = [g for g in grids if g[0]]
+    assert [list(g) for g in kept] == c["v1_grid_hw"].tolist()
+    for frame, (h, w), official in zip(c["v1_kept_frames"].tolist(), kept, c["v1_out_frames"], strict=True):
+        if h == w and h <= c["H"]:
+            mine = bilinear_cells(c["features"][frame], (1, c["H"], c["W"]), h * w)
+            torch.testing.assert_close(mine, official.reshape(h * w, -1), atol=1e-5, rtol=1e-5)
+
+
+def test_quota_budgets_follow_question_relevance():
+    """Exactly K; the frame most similar to the question gets the most tokens; no text: equal shares."""
+    gen = torch.Generator().manual_seed(5)
+    t, h, w, d = 4, 3, 4, 6
+    x = torch.randn(1, t * h * w, d, generator=gen)
+    question = x[0, 2 * h * w : 3 * h * w].mean(0, keepdim=True)[None]  # frame 2's mean
+    with_text = vtc.VisualTokens(x, grid=torch.tensor([[t, h, w]]), text=question)
+    out = vtc.build("quota", ratio=0.25)(with_text)
+    k = round(0.25 * t * h * w)
+    assert int(out.counts[0]) == k
+    per_frame = torch.bincount(out.index[0, :k] // (h * w), minlength=t)
+    assert int(per_frame.argmax()) == 2
+    plain = vtc.build("quota", ratio=0.25, mode="avg")(vtc.VisualTokens(x, grid=torch.tensor([[t, h, w]])))
+    assert torch.bincount(plain.index[0, :k] // (h * w), minlength=t).tolist() == [3, 3, 3, 3]

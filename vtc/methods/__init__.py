@@ -17,6 +17,7 @@ from vtc.methods import (  # noqa: F401
     prumerge_plus,
     prunevid,
     pyramiddrop,
+    quota,
     random,
     temporal_pool,
     tome,
