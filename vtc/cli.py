@@ -115,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bm.add_argument("--methods", default=None, help="comma-separated method names (default: every projector method)")
     bm.add_argument("--isolate", action="store_true", help="each method in a fresh process, with its peak memory")
     bm.add_argument("--device", default="cpu")
+    bm.add_argument("--adaptive", action="store_true", help="adaptive methods at their own count, not --ratio")
     bp = bench_sub.add_parser(
         "prefill", help="prefill latency, TTFT, decode, FLOPs and KV bytes per method x budget x batch"
     )
@@ -212,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             methods = [m.strip() for m in args.methods.split(",")] if args.methods else None
             print(bench_methods(args.n, args.dim, args.ratio, args.batch, args.repeats, args.seed, args.frames,
-                                methods, args.isolate, args.device))
+                                methods, args.isolate, args.device, args.adaptive))
     except ValueError as err:
         print(f"vtc: error: {err}", file=sys.stderr)
         return 2

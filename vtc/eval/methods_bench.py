@@ -38,10 +38,10 @@ def synthetic_tokens(batch: int, frames: int, side: int, dim: int, layers: int, 
 
 
 def measure_method(name: str, ratio: float, batch: int, frames: int, side: int, dim: int, repeats: int,
-                   seed: int, device: str) -> tuple[float, list[int], float | None]:
+                   seed: int, device: str, adaptive: bool = False) -> tuple[float, list[int], float | None]:
     """Median ms per batch, tokens kept per sample, and peak extra MiB (None unless measured here)."""
-    compressor = MethodSpec(name, {} if next(m for m in list_methods() if m.name == name).adaptive
-                            else {"ratio": ratio}).build()
+    own = adaptive and next(m for m in list_methods() if m.name == name).adaptive
+    compressor = MethodSpec(name, {"budget": "adaptive"} if own else {"ratio": ratio}).build()
     tokens = synthetic_tokens(batch, frames, side, dim, max(1, len(compressor.encoder_layers)), seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     if device.startswith("cuda"):
@@ -62,8 +62,10 @@ def measure_method(name: str, ratio: float, batch: int, frames: int, side: int, 
 
 
 def bench_methods(n: int, dim: int, ratio: float, batch: int, repeats: int, seed: int, frames: int = 1,
-                  methods: Sequence[str] | None = None, isolate: bool = False, device: str = "cpu") -> str:
-    """The table: one row per projector method (or ``methods``)."""
+                  methods: Sequence[str] | None = None, isolate: bool = False, device: str = "cpu",
+                  adaptive: bool = False) -> str:
+    """The table: one row per projector method (or ``methods``), each at ``ratio`` (``adaptive``: the
+    adaptive methods at their own count)."""
     side = int(round((n / frames) ** 0.5))
     if frames < 1 or frames * side * side != n:
         raise ValueError(f"--n: expected frames x side x side tokens (e.g. 576 = 24x24, 25088 = 32x28x28), "
@@ -71,7 +73,7 @@ def bench_methods(n: int, dim: int, ratio: float, batch: int, repeats: int, seed
     names = list(methods or [m.name for m in list_methods() if m.stage == "projector"])
     rows = []
     for name in names:
-        args = (name, ratio, batch, frames, side, dim, repeats, seed, device)
+        args = (name, ratio, batch, frames, side, dim, repeats, seed, device, adaptive)
         result = isolated(measure_method, *args) if isolate else measure_method(*args)
         if isinstance(result, Exception):
             rows.append([name, str(n), f"failed: {type(result).__name__}: {result}", "-", "-"])
@@ -80,6 +82,6 @@ def bench_methods(n: int, dim: int, ratio: float, batch: int, repeats: int, seed
         rows.append([name, str(n), ",".join(map(str, kept)), f"{ms:.2f}", f"{peak:.0f}" if isolate else "-"])
     header = ["method", "tokens in", "tokens kept (per sample)", "ms per batch", "peak extra MiB"]
     title = (f"synthetic batch {batch} x {n} ({frames} x {side} x {side}) x {dim} on {device}, ratio {ratio}, "
-             f"{torch.get_num_threads()} threads, median of {repeats} after a warm-up "
-             "(adaptive methods choose their own count)")
+             f"{torch.get_num_threads()} threads, median of {repeats} after a warm-up"
+             + (" (adaptive methods choose their own count)" if adaptive else ""))
     return title + "\n" + format_table(rows, header)
