@@ -113,14 +113,15 @@ def static_positions(segment: Tensor, tau: float) -> Tensor:
 
 @dataclass
 class TokenSet:
-    """Units to cluster: their vectors and, per unit, the flat source indices it stands for."""
+    """Units to cluster: their vectors ``[M, D]`` and the flat source indices of each unit ``[M, W]`` (a static
+    unit stands for its position in the segment's ``W`` frames, a dynamic one for one token)."""
 
-    vectors: Tensor  # [M, D]
-    sources: list[Tensor]
+    vectors: Tensor
+    sources: Tensor
 
     @property
-    def raw(self) -> int:
-        return sum(s.numel() for s in self.sources)
+    def units(self) -> int:
+        return self.sources.shape[0]
 
 
 def token_sets(frames: Tensor, segments: list[int], tau: float) -> list[TokenSet]:
@@ -131,12 +132,11 @@ def token_sets(frames: Tensor, segments: list[int], tau: float) -> list[TokenSet
     for w in segments:
         segment = x[start : start + w]
         static = static_positions(segment, tau)
-        positions = static.nonzero()[:, 0]
+        positions, moving = static.nonzero()[:, 0], (~static).nonzero()[:, 0]
         frame_ids = torch.arange(start, start + w, device=frames.device)
-        sets.append(TokenSet(segment[:, static].mean(0), [frame_ids * n + p for p in positions.tolist()]))
+        sets.append(TokenSet(segment[:, static].mean(0), positions[:, None] + frame_ids[None, :] * n))
         for f in range(start, start + w):
-            moving = (~static).nonzero()[:, 0]
-            sets.append(TokenSet(x[f, ~static], [f * n + moving[i : i + 1] for i in range(moving.numel())]))
+            sets.append(TokenSet(x[f, ~static], (f * n + moving)[:, None]))
         start += w
     return sets
 
@@ -144,23 +144,20 @@ def token_sets(frames: Tensor, segments: list[int], tau: float) -> list[TokenSet
 def shares(sets: list[TokenSet], k: int) -> list[int]:
     """``k`` slots over the sets in proportion to their source tokens (``largest_remainder``, at most a set's
     units)."""
-    return largest_remainder([float(s.raw) for s in sets], [len(s.sources) for s in sets], k)
+    return largest_remainder([float(s.sources.numel()) for s in sets], [s.units for s in sets], k)
 
 
-def cluster_set(token_set: TokenSet, clusters: int | None, cluster_ratio: float) -> list[Tensor]:
-    """The source indices of each slot of one set: the official rule (``clusters`` None) or ``clusters`` slots."""
-    m = len(token_set.sources)
+def cluster_labels(token_set: TokenSet, clusters: int | None, cluster_ratio: float) -> Tensor:
+    """Slot of each unit of one set (``-1``: dropped): the official rule (``clusters`` None) or ``clusters``
+    slots; units stay alone when the set is small or the count covers it."""
+    m = token_set.units
     if clusters is None:
-        if m <= MIN_TO_CLUSTER:
-            return list(token_set.sources)
-        clusters = int(m * cluster_ratio)
+        clusters = m if m <= MIN_TO_CLUSTER else int(m * cluster_ratio)
     if clusters >= m:
-        return list(token_set.sources)
+        return torch.arange(m, device=token_set.sources.device)
     if clusters == 0:
-        return []
-    label = dpc_knn(token_set.vectors, clusters)
-    return [torch.cat([token_set.sources[i] for i in (label == c).nonzero()[:, 0].tolist()])
-            for c in range(clusters)]
+        return torch.full((m,), -1, dtype=torch.long, device=token_set.sources.device)
+    return dpc_knn(token_set.vectors, clusters)
 
 
 def prunevid_rep(frames: Tensor, k: int | None, tau: float, segment_ratio: float, cluster_ratio: float) -> Tensor:
@@ -170,8 +167,15 @@ def prunevid_rep(frames: Tensor, k: int | None, tau: float, segment_ratio: float
     counts = [None] * len(sets) if k is None else shares(sets, k)
     rep = torch.full((t * n,), -1, dtype=torch.long, device=frames.device)
     for token_set, count in zip(sets, counts, strict=True):
-        for sources in cluster_set(token_set, count, cluster_ratio):
-            rep[sources] = sources.min()
+        label = cluster_labels(token_set, count, cluster_ratio)
+        if not token_set.units:
+            continue
+        slots = int(label.max()) + 1
+        kept = label >= 0
+        lowest = torch.full((max(slots, 1),), t * n, dtype=torch.long, device=frames.device).scatter_reduce(
+            0, label[kept], token_set.sources[kept].min(dim=1).values, reduce="amin")
+        sources = token_set.sources[kept]
+        rep[sources.flatten()] = lowest[label[kept]][:, None].expand_as(sources).flatten()
     return rep
 
 
