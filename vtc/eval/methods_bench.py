@@ -22,7 +22,7 @@ from vtc.core.registry import list_methods
 from vtc.core.spec import MethodSpec
 from vtc.core.text import format_table
 from vtc.core.types import VisualTokens
-from vtc.kernels.bench import isolated, peak_rss_mib, reset_peak_rss, rss_mib
+from vtc.kernels.bench import PeakMemory, isolated
 
 
 def synthetic_tokens(batch: int, frames: int, side: int, dim: int, layers: int, seed: int,
@@ -44,21 +44,15 @@ def measure_method(name: str, ratio: float, batch: int, frames: int, side: int, 
     compressor = MethodSpec(name, {"budget": "adaptive"} if own else {"ratio": ratio}).build()
     tokens = synthetic_tokens(batch, frames, side, dim, max(1, len(compressor.encoder_layers)), seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        reset_peak_rss()
-        base = rss_mib()
     times = []
-    for _ in range(repeats + 1):
-        sync()
-        start = time.perf_counter()
-        out = compressor(tokens)
-        sync()
-        times.append(time.perf_counter() - start)
-    peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device.startswith("cuda") else peak_rss_mib() - base
-    return 1000 * statistics.median(times[1:]), [int(c) for c in out.counts], max(peak, 0.0)
+    with PeakMemory(device) as memory:
+        for _ in range(repeats + 1):
+            sync()
+            start = time.perf_counter()
+            out = compressor(tokens)
+            sync()
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times[1:]), [int(c) for c in out.counts], memory.mib
 
 
 def bench_methods(n: int, dim: int, ratio: float, batch: int, repeats: int, seed: int, frames: int = 1,

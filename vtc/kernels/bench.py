@@ -89,25 +89,15 @@ def measure(kernel: str, impl: str, n: int, d: int, k: int, repeats: int, device
     """
     fn = vtc_kernel(kernel) if impl == "vtc" else NAIVE[kernel]
     x = torch.randn(1, n, d, device=device, generator=torch.Generator(device).manual_seed(0))
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-    else:
-        reset_peak_rss()
-        base = rss_mib()
     times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        fn(x, k)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    if device == "cuda":
-        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
-    else:
-        peak = peak_rss_mib() - base
-    return statistics.median(times[1:]), max(peak, 0.0)
+    with PeakMemory(device) as memory:
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            fn(x, k)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[1:]), memory.mib
 
 
 def _child(queue: mp.Queue, fn: Callable, args: tuple) -> None:
@@ -161,6 +151,32 @@ def rss_mib() -> float:
     except OSError:
         pass
     return peak_rss_mib()
+
+
+class PeakMemory:
+    """Peak extra memory (MiB) of the code run inside ``with``: CUDA's allocator peak over what was allocated
+    before, or on the CPU the peak RSS over the RSS before (the peak window reset first where Linux allows)."""
+
+    def __init__(self, device: str) -> None:
+        self.cuda = device.startswith("cuda")
+        self.mib = 0.0
+
+    def __enter__(self) -> PeakMemory:
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+        else:
+            reset_peak_rss()
+            self.base = rss_mib()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.mib = max((torch.cuda.max_memory_allocated() - self.base) / 2**20, 0.0)
+        else:
+            self.mib = max(peak_rss_mib() - self.base, 0.0)
 
 
 def measure_isolated(*args: object) -> tuple[float, float] | Exception:

@@ -63,24 +63,32 @@ def dpp_select(
     return dpp_select_blocked(x, counts, quality, mask)
 
 
+def map_start(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor) -> Tensor | tuple[Tensor, ...]:
+    """The state every greedy-MAP loop starts from: ``(out, u, q, d2, c, blocked, eps)`` (output buffer, unit
+    rows, masked qualities, residuals ``q^2``, zero Cholesky rows ``[B, K, N]``, blocked tokens, spent
+    threshold), or just ``out`` when nothing is to be selected."""
+    out, u = selection_start(x, counts)
+    if u is None:
+        return out
+    q = quality.to(u.dtype).masked_fill(~mask, 0)
+    d2 = q * q * (u.abs().sum(-1) > 0)  # cos(x_i, x_i) is exactly 1 (0 for a zero row)
+    c = torch.zeros(x.shape[0], out.shape[1], x.shape[1], dtype=u.dtype, device=x.device)
+    return out, u, q, d2, c, ~mask.clone(), spent_threshold(q)
+
+
 def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor, cache: bool = False) -> Tensor:
     """The torch reference, batched: residuals ``d2 [B, N]`` and Cholesky rows ``c [B, K, N]``.
 
     ``cache`` reads each step's cosine row from one ``[B, N, N]`` product instead of a matrix-vector
     product per step.
     """
-    batch, n, _ = x.shape
-    out, u = selection_start(x, counts)
-    if u is None:
-        return out
+    start = map_start(x, counts, quality, mask)
+    if isinstance(start, Tensor):
+        return start
+    out, u, q, d2, c, blocked, eps = start
     k_max = out.shape[1]
-    q = quality.to(u.dtype).masked_fill(~mask, 0)
-    rows = torch.arange(batch, device=x.device)
-    d2 = q * q * (u.abs().sum(-1) > 0)  # cos(x_i, x_i) is exactly 1 (0 for a zero row)
-    c = torch.zeros(batch, k_max, n, dtype=u.dtype, device=x.device)
-    blocked = ~mask.clone()
+    rows = torch.arange(x.shape[0], device=x.device)
     counts = counts.to(x.device)
-    eps = spent_threshold(q)
     cosines = u @ u.transpose(1, 2) if cache else None
     for step in range(k_max):
         residual = d2.masked_fill(blocked, -torch.inf)
@@ -193,18 +201,13 @@ def dpp_select_blocked(
     products and a ``block x block`` triangular solve instead of ``block`` passes over ``[N, D]`` and
     ``[K, N]``.
     """
-    batch, n, _ = x.shape
-    out, u = selection_start(x, counts)
-    if u is None:
-        return out
-    k_max = out.shape[1]
-    q = quality.to(u.dtype).masked_fill(~mask, 0)
+    start = map_start(x, counts, quality, mask)
+    if isinstance(start, Tensor):
+        return start
+    out, u, q, d2, c, blocked, eps = start
+    k_max, batch = out.shape[1], x.shape[0]
     rows = torch.arange(batch, device=x.device)
-    d2 = q * q * (u.abs().sum(-1) > 0)
-    c = torch.zeros(batch, k_max, n, dtype=u.dtype, device=x.device)
-    blocked = ~mask.clone()
     counts = counts.to(x.device)
-    eps = spent_threshold(q)
     pending = PendingSteps(batch, block, u.dtype, x.device)
     done = 0
     for step in range(k_max):
