@@ -130,18 +130,20 @@ def test_real_width_configs_and_inputs():
     qwen = real_width_config("qwen2-vl-7b", 2, 3)
     assert (qwen.text_config.hidden_size, qwen.text_config.num_key_value_heads, qwen.vision_config.depth) == (
         3584, 4, 3)
-    with pytest.raises(ValueError, match="known: llava-1.5-7b, qwen2-vl-7b"):
+    with pytest.raises(ValueError, match="known: llava-1.5-7b, qwen2-vl-7b, llava-onevision-7b"):
         real_width_config("llava-13b", 4, 4)
     with pytest.raises(ValueError, match="llm_layers"):
         real_width_config("llava-1.5-7b", 1, 4)
     for name, spec in REAL_WIDTHS.items():
         model = real_width_model(name, 2, 2, device="meta")
         inputs = synthetic_inputs(model, spec, batch=3, text_tokens=40, device="cpu")
-        token = model.config.image_token_id
+        token = model.config.video_token_id if spec.frames > 1 else model.config.image_token_id
         assert (inputs["input_ids"] == token).sum(1).tolist() == [spec.visual_tokens] * 3
         if spec.family == "qwen2_vl":
             assert inputs["pixel_values"].shape == (3 * 48 * 48, 3 * 2 * 14 * 14)
             assert inputs["mm_token_type_ids"].sum().item() == 3 * 576
+        if spec.family == "llava_onevision":  # 27 x 27 patches pooled to 14 x 14 per frame, one newline
+            assert inputs["pixel_values_videos"].shape == (3, 8, 3, 384, 384) and spec.visual_tokens == 8 * 196 + 1
 
 
 def test_methods_expand_over_ratios_and_errors():

@@ -120,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prefill", help="prefill latency, TTFT, decode, FLOPs and KV bytes per method x budget x batch"
     )
     bp.add_argument("--model", default="random:llava-1.5-7b",
-                    help="random:llava-1.5-7b | random:qwen2-vl-7b (real widths, reduced depth), or a model name/path")
+                    help="random:llava-1.5-7b | random:qwen2-vl-7b | random:llava-onevision-7b (real widths, reduced "
+                         "depth), or a model name/path")
     bp.add_argument("--methods", default="pool,divprune,visionzip,fastv",
                     help="comma-separated; a bare name runs at every --ratios, name:budget at that budget")
     bp.add_argument("--ratios", type=float, nargs="+", default=[0.25, 0.11])
@@ -131,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     bp.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     bp.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")
     bp.add_argument("--text-tokens", type=int, default=40, help="random: text tokens around the image")
+    bp.add_argument("--frames", type=int, default=None, help="random:llava-onevision-7b: video frames (default 8)")
     bp.add_argument("--decode-tokens", type=int, default=8, help="tokens decoded after the first (0: skip)")
     bp.add_argument("--out", default=None, help="folder for prefill.json, prefill.md and prefill.png")
     cmp = sub.add_parser("compare", help="compare methods on one image or video: tokens kept, prefill time, answer")

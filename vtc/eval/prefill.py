@@ -4,8 +4,9 @@
     vtc bench prefill --model vtc-tiny-llava --batch 1 4 --out runs/prefill
 
 Models: ``random:NAME`` builds a random-init model at a published checkpoint's widths with
-``--llm-layers`` and ``--tower-layers`` layers (``vtc.models.synthetic.REAL_WIDTHS``: llava-1.5-7b,
-qwen2-vl-7b) and synthetic prompts of one image; any other name is loaded (an embedded model, a local
+``--llm-layers`` and ``--tower-layers`` layers (``vtc.models.synthetic.REAL_WIDTHS``: llava-1.5-7b and
+qwen2-vl-7b with one image, llava-onevision-7b with a video of ``--frames`` frames, 8 by default) and
+synthetic prompts; any other name is loaded (an embedded model, a local
 folder or a hub id) and prompted with a noise image through its own processor.
 
 For every method x budget x batch size (``none`` included), in interleaved repeats after one warm-up
@@ -31,6 +32,7 @@ speedup >= 0.85 x the tower-fixed ideal at batch 4 for ratios 0.25 and 0.11.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -480,19 +482,26 @@ def noise_image_inputs(processor: Any, batch: int, size: int = 336) -> dict[str,
 
 
 def build_bench(model_name: str, batches: Sequence[int], llm_layers: int, tower_layers: int, dtype: str,
-                device: str, text_tokens: int, decode_tokens: int) -> tuple[Bench, str]:
+                device: str, text_tokens: int, decode_tokens: int, frames: int | None = None) -> tuple[Bench, str]:
     """The model (random real-width or loaded), its inputs per batch size, and a title line."""
     torch_dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[dtype]
     if model_name.startswith("random:"):
         from vtc.models.synthetic import REAL_WIDTHS, real_width_model, synthetic_inputs
 
         name = model_name.split(":", 1)[1]
-        model = real_width_model(name, llm_layers, tower_layers, torch_dtype, device)
+        if name not in REAL_WIDTHS:
+            raise ValueError(f"unknown real-width config {name!r}; known: {', '.join(REAL_WIDTHS)}")
         spec = REAL_WIDTHS[name]
+        if frames is not None and spec.frames > 1:  # a video config: its placeholders follow the frame count
+            per_frame = (spec.visual_tokens - 1) // spec.frames
+            spec = dataclasses.replace(spec, frames=frames, visual_tokens=frames * per_frame + 1)
+        model = real_width_model(name, llm_layers, tower_layers, torch_dtype, device)
         shapes = model_shapes(model, spec.llm_depth, spec.tower_depth)
         bench = Bench(model, lambda b: synthetic_inputs(model, spec, b, text_tokens), shapes, batches, decode_tokens)
+        media = f"a {spec.frames}-frame video" if spec.frames > 1 else "one image"
         title = (f"{model_name}: random init at its widths, {llm_layers} of {spec.llm_depth} LLM layers and "
-                 f"{tower_layers} of {spec.tower_depth} vision layers built, the rest extrapolated per layer")
+                 f"{tower_layers} of {spec.tower_depth} vision layers built, the rest extrapolated per layer; "
+                 f"{media} ({spec.visual_tokens} visual tokens) and {text_tokens} text tokens")
     else:
         from vtc.models.loading import load
 
@@ -531,7 +540,7 @@ def main(args: Any) -> int:
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     specs = parse_methods(args.methods, args.ratios)
     bench, title = build_bench(args.model, args.batch, args.llm_layers, args.tower_layers, args.dtype,
-                               args.device, args.text_tokens, args.decode_tokens)
+                               args.device, args.text_tokens, args.decode_tokens, args.frames)
     from vtc.models.preflight import check_pairs
 
     problems = check_pairs({args.model: bench.model.config}, specs)

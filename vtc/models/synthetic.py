@@ -24,17 +24,20 @@ class RealWidth:
     """A published VLM's shapes: the config builder, its full depths and the image it is benchmarked on."""
 
     name: str
-    family: str  # "llava" or "qwen2_vl"
+    family: str  # "llava", "qwen2_vl" or "llava_onevision"
     llm_depth: int
     tower_depth: int
-    image_size: int  # pixels per side of the synthetic image
-    visual_tokens: int  # visual tokens that image gives the LLM
+    image_size: int  # pixels per side of the synthetic image (or of each video frame)
+    visual_tokens: int  # visual tokens that image (or video) gives the LLM
+    frames: int = 1  # > 1: the media is a video of this many frames
 
 
 REAL_WIDTHS = {
     "llava-1.5-7b": RealWidth("llava-1.5-7b", "llava", 32, 24, 336, 576),
     # 672 px: 48 x 48 patches of 14, merged 2 x 2 into 576 LLM tokens (LLaVA-1.5's count, for comparison)
     "qwen2-vl-7b": RealWidth("qwen2-vl-7b", "qwen2_vl", 28, 32, 672, 576),
+    # an 8-frame video: 27 x 27 SigLIP patches per 384-px frame, pooled to 14 x 14, then one newline
+    "llava-onevision-7b": RealWidth("llava-onevision-7b", "llava_onevision", 28, 26, 384, 8 * 196 + 1, frames=8),
 }
 
 
@@ -68,6 +71,21 @@ def _qwen2_vl_config(llm_layers: int, tower_layers: int) -> Any:
     return Qwen2VLConfig(vision_config=vision, text_config=text, **QWEN_TOKENS)
 
 
+def _llava_onevision_config(llm_layers: int, tower_layers: int) -> Any:
+    from transformers import LlavaOnevisionConfig
+
+    vision = dict(model_type="siglip_vision_model", hidden_size=1152, intermediate_size=4304,
+                  num_hidden_layers=tower_layers, num_attention_heads=16, image_size=384, patch_size=14,
+                  vision_use_head=False)
+    text = dict(model_type="qwen2", vocab_size=152128, hidden_size=3584, intermediate_size=18944,
+                num_hidden_layers=llm_layers, num_attention_heads=28, num_key_value_heads=4,
+                max_position_embeddings=32768, rope_theta=1_000_000.0, bos_token_id=None, eos_token_id=None,
+                pad_token_id=0)
+    return LlavaOnevisionConfig(vision_config=vision, text_config=text, image_token_id=151646,
+                                video_token_id=151647, vision_feature_layer=-1,
+                                vision_feature_select_strategy="full", image_grid_pinpoints=[[384, 384]])
+
+
 def real_width_config(name: str, llm_layers: int, tower_layers: int) -> Any:
     """The transformers config of ``name`` (see ``REAL_WIDTHS``) with ``llm_layers`` and ``tower_layers``."""
     if name not in REAL_WIDTHS:
@@ -75,7 +93,8 @@ def real_width_config(name: str, llm_layers: int, tower_layers: int) -> Any:
     for label, value in (("llm_layers", llm_layers), ("tower_layers", tower_layers)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 2:
             raise ValueError(f"{label}: expected an integer >= 2, got {value!r}")
-    build = {"llava": _llava_config, "qwen2_vl": _qwen2_vl_config}[REAL_WIDTHS[name].family]
+    build = {"llava": _llava_config, "qwen2_vl": _qwen2_vl_config,
+             "llava_onevision": _llava_onevision_config}[REAL_WIDTHS[name].family]
     return build(llm_layers, tower_layers)
 
 
@@ -105,6 +124,12 @@ def synthetic_inputs(model: Any, spec: RealWidth, batch: int, text_tokens: int, 
     def text(n: int) -> list[int]:
         return torch.randint(low, min(vocab, 30000), (n,), generator=gen).tolist()
 
+    if spec.family == "llava_onevision":
+        rows = [text(before) + [config.video_token_id] * spec.visual_tokens + text(after) for _ in range(batch)]
+        ids = torch.tensor(rows)
+        pixels = torch.randn(batch, spec.frames, 3, spec.image_size, spec.image_size, generator=gen)
+        return {"input_ids": ids.to(device), "attention_mask": torch.ones_like(ids).to(device),
+                "pixel_values_videos": pixels.to(device, dtype)}
     if spec.family == "llava":
         rows = [text(before) + [config.image_token_id] * spec.visual_tokens + text(after) for _ in range(batch)]
         ids = torch.tensor(rows)
