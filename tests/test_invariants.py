@@ -170,11 +170,12 @@ def test_batched_selection_equals_the_per_sample_one(name, kwargs, budget, ties)
 def test_every_method_with_a_kernel_is_batched():
     """Per-sample loops remain only where selection is index arithmetic (no kernel, nothing to batch): the
     grid baselines (pool, frames, temporal_pool, uniform), random, and the per-frame video methods (vidcom2,
-    dycoke, fastvid, framefusion, prunevid, holitom, quota: per-frame scores and sorts, per-segment merges);
+    dycoke, fastvid, flashvid, framefusion, prunevid, holitom, quota: per-frame scores and sorts,
+    per-segment merges);
     tome_encoder runs inside the tower's blocks on the whole batch already."""
     unbatched = {m.name for m in vtc.list_methods() if not m.batched}
     assert unbatched == {"pool", "frames", "temporal_pool", "random", "uniform", "vidcom2", "dycoke",
-                         "fastvid", "framefusion", "prunevid", "holitom", "quota", "tome_encoder"}
+                         "fastvid", "flashvid", "framefusion", "prunevid", "holitom", "quota", "tome_encoder"}
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])

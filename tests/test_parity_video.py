@@ -291,3 +291,52 @@ def test_quota_budgets_follow_question_relevance():
     assert int(per_frame.argmax()) == 2
     plain = vtc.build("quota", ratio=0.25, mode="avg")(vtc.VisualTokens(x, grid=torch.tensor([[t, h, w]])))
     assert torch.bincount(plain.index[0, :k] // (h * w), minlength=t).tolist() == [3, 3, 3, 3]
+
+
+FLASHVID = torch.load(PARITY / "flashvid.pt")["cases"]
+
+
+@pytest.mark.parametrize("case", sorted(FLASHVID))
+def test_flashvid_matches_the_official_steps(case):
+    """Scene segments, the calibrated max-min selection (where the official picks are distinct) and which
+    tokens join a tree (the official threshold fallback included). The official complementary cuts can
+    repeat a cut on tied similarities and leave empty segments (``repeated__default``): skipped there."""
+    from vtc.methods.flashvid import adts_select, calibrated_distance, scene_segments, tree_roots
+
+    c = FLASHVID[case]
+    x, attention, params = c["features"], c["cls_attention"], c["params"]
+    t, n, _ = x.shape
+    lengths = c["segment_lengths"].tolist()
+    if 0 in lengths:
+        pytest.skip("the official complementary cuts left an empty segment (tied similarities)")
+    if params["do_segment"]:
+        assert scene_segments(x, params["segment_threshold"], params["min_segment_num"]) == lengths
+    start = 0
+    for length, picks, tstm in zip(lengths, c["adts_keep"], c["tstm"], strict=True):
+        if not length:
+            continue
+        seg = x[start : start + length]
+        mean = seg.mean(dim=(0, 1))
+        free = torch.ones(length, n, dtype=torch.bool)
+        for f in range(length):
+            official = picks[f].tolist()
+            free[f, picks[f]] = False
+            if len(set(official)) == len(official):
+                mine = adts_select(calibrated_distance(seg[f], attention[start + f], mean), c["K_sel"])
+                assert mine.tolist() == official
+        distinct = all(len(set(p.tolist())) == len(p) for p in picks)
+        if tstm is not None and distinct:
+            root = tree_roots(seg, free, params["temporal_threshold"], c["K_m"] * length)
+            joined = root != torch.arange(length * n).reshape(length, n)
+            assert torch.equal(joined, tstm["merged"])
+        start += length
+
+
+@pytest.mark.parametrize("ratio", [0.05, 0.1, 0.25, 0.5])
+def test_flashvid_keeps_exactly_the_budget(ratio):
+    c = FLASHVID["static_moving__tstm"]
+    t, n, d = c["features"].shape
+    tokens = vtc.VisualTokens(c["features"].reshape(1, t * n, d), grid=torch.tensor([[t, 4, 4]]),
+                              cls_attn=c["cls_attention"].reshape(1, 1, -1))
+    out = vtc.build("flashvid", ratio=ratio, min_segments=2)(tokens)
+    assert int(out.counts[0]) == max(1, round(ratio * t * n))

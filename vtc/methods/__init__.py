@@ -8,6 +8,7 @@ from vtc.methods import (  # noqa: F401
     dycoke,
     fastv,
     fastvid,
+    flashvid,
     framefusion,
     frames,
     hiprune,
