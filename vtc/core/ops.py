@@ -91,17 +91,19 @@ def bipartite_match(metric: Tensor, r: int, protected: int = 0, mask: Tensor | N
     return a_pos[order], b_pos[match[..., 0].gather(1, order)]
 
 
-def density_peak_scores(x: Tensor, k: int) -> Tensor:
+def density_peak_scores(x: Tensor, k: int, dist: Tensor | None = None) -> Tensor:
     """Density-peak scores ``rho * delta`` of the rows of ``x [M, D]`` (Rodriguez and Laio's density peaks,
     with a k-nearest-neighbour density as in DPC-KNN): ``dist = |x_i - x_j| / sqrt(D)``,
     ``rho = exp(-mean of the k smallest dist^2)`` (the row itself included), ``delta`` the distance to the
     nearest row of higher density (the largest distance for the densest). Ties in ``rho`` count the lower
-    index as denser, so the result is deterministic (FastVID and PruneVid add random noise instead)."""
+    index as denser, so the result is deterministic (FastVID and PruneVid add random noise instead).
+    ``dist`` passes the scaled distances when the caller has them already."""
     m = x.shape[0]
-    x = x.to(work_dtype(x))
-    dist = torch.cdist(x, x) / math.sqrt(x.shape[-1])
+    if dist is None:
+        x = x.to(work_dtype(x))
+        dist = torch.cdist(x, x) / math.sqrt(x.shape[-1])
     rho = torch.exp(-(torch.topk(dist, min(k, m), dim=-1, largest=False).values ** 2).mean(-1))
-    index = torch.arange(m, device=x.device)
+    index = torch.arange(m, device=dist.device)
     higher = (rho[None, :] > rho[:, None]) | ((rho[None, :] == rho[:, None]) & (index[None, :] < index[:, None]))
     delta = dist.masked_fill(~higher, torch.inf).min(dim=-1).values
     delta = torch.where(torch.isinf(delta), dist.max(), delta)

@@ -67,11 +67,17 @@ def scene_segments(frames: Tensor, threshold: float, min_segments: int) -> list[
     return [b - a for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
 
-def calibrated_distance(x: Tensor, attention: Tensor, segment_mean: Tensor) -> Tensor:
-    """``D[i, j] = (1 - cos(x_i, x_j)) * a_j * (x_j . m)`` (columns scaled; not symmetric)."""
-    u = torch.nn.functional.normalize(x, dim=-1)
+def calibrated_distance(x: Tensor, attention: Tensor, segment_mean: Tensor, gram: Tensor | None = None) -> Tensor:
+    """``D[i, j] = (1 - cos(x_i, x_j)) * a_j * (x_j . m)`` (columns scaled; not symmetric). ``gram`` passes
+    ``x x^T`` when the caller has it."""
+    if gram is None:
+        u = torch.nn.functional.normalize(x, dim=-1)
+        cosine = u @ u.T
+    else:
+        norms = gram.diagonal().clamp_min(0).sqrt().clamp_min(1e-12)
+        cosine = gram / norms[:, None] / norms[None, :]
     weight = attention * (x @ segment_mean)
-    return (1 - u @ u.T) * weight[None, :]
+    return (1 - cosine) * weight[None, :]
 
 
 def adts_select(distance: Tensor, k: int) -> Tensor:
@@ -81,7 +87,7 @@ def adts_select(distance: Tensor, k: int) -> Tensor:
         return torch.zeros(0, dtype=torch.long, device=distance.device)
     if k >= n:
         return torch.arange(n, device=distance.device)
-    second = torch.sort(distance, dim=0).values[min(1, n - 1)]  # each column's second-smallest value
+    second = torch.topk(distance, min(2, n), dim=0, largest=False).values[-1]  # each column's second-smallest
     chosen = [int(torch.argmax(second))]  # first maximum: the lower index on ties
     nearest = distance[chosen[0]].clone()
     taken = torch.zeros(n, dtype=torch.bool, device=distance.device)
@@ -137,8 +143,9 @@ def flashvid_rep(frames: Tensor, attention: Tensor, k: int, threshold: float, mi
         seg = x[start : start + length]
         mean = seg.mean(dim=(0, 1))
         free = torch.ones(length, n, dtype=torch.bool, device=frames.device)
+        grams = [seg[f] @ seg[f].T for f in range(length)]
         for f in range(length):
-            distance = calibrated_distance(seg[f], attention[start + f].to(x.dtype), mean)
+            distance = calibrated_distance(seg[f], attention[start + f].to(x.dtype), mean, grams[f])
             chosen = adts_select(distance, min(selected_counts[start + f], n))
             free[f, chosen] = False
             flat = (start + f) * n + chosen
@@ -148,6 +155,7 @@ def flashvid_rep(frames: Tensor, attention: Tensor, k: int, threshold: float, mi
         roots = [(root[f] == torch.arange(n, device=frames.device) + (start + f) * n) & free[f]
                  for f in range(length)]
         shares = largest_remainder([float(r.sum()) for r in roots], [int(r.sum()) for r in roots], slots)
+        slot_of_root = torch.full((t * n,), -1, dtype=torch.long, device=frames.device)
         for f in range(length):
             mine = roots[f].nonzero()[:, 0]  # this frame's roots (local indices)
             if not shares[f] or not mine.numel():
@@ -155,24 +163,29 @@ def flashvid_rep(frames: Tensor, attention: Tensor, k: int, threshold: float, mi
             if shares[f] >= mine.numel():
                 centre_of = mine
             else:
-                label = cluster_roots(seg[f, mine], shares[f])
+                label = cluster_roots(seg[f, mine], shares[f], grams[f][mine][:, mine])
                 centre = torch.full((shares[f],), n, dtype=torch.long, device=frames.device).scatter_reduce(
                     0, label, mine, reduce="amin")
                 centre_of = centre[label]
             head = (start + f) * n
-            for local, target in zip(mine.tolist(), centre_of.tolist(), strict=True):
-                members = (root == head + local) & free
-                rep[(members.nonzero()[:, 0] * n + members.nonzero()[:, 1]) + start * n] = head + target
+            slot_of_root[head + mine] = head + centre_of
+        members = free.flatten().nonzero()[:, 0]  # unselected tokens of the segment (segment-local flat)
+        rep[start * n + members] = slot_of_root[root.flatten()[members]]
         start += length
     return rep
 
 
-def cluster_roots(x: Tensor, clusters: int) -> Tensor:
-    """DPC-KNN cluster of each row (``k = min(7, clusters)``): nearest of the top-scoring centres."""
-    score = density_peak_scores(x, min(7, clusters))
-    centres = torch.sort(-score, stable=True).indices[:clusters]
+def cluster_roots(x: Tensor, clusters: int, gram: Tensor | None = None) -> Tensor:
+    """DPC-KNN cluster of each row (``k = min(7, clusters)``): nearest of the top-scoring centres. ``gram``
+    passes ``x x^T`` when the caller has it."""
     xf = x.to(work_dtype(x))
-    label = torch.cdist(xf, xf[centres]).argmin(dim=1)
+    if gram is None:
+        gram = xf @ xf.T
+    squared = gram.diagonal()
+    dist = (squared[:, None] + squared[None, :] - 2 * gram).clamp_min(0).sqrt() / math.sqrt(x.shape[-1])
+    score = density_peak_scores(xf, min(7, clusters), dist)
+    centres = torch.sort(-score, stable=True).indices[:clusters]
+    label = dist[:, centres].argmin(dim=1)
     label[centres] = torch.arange(clusters, device=x.device)
     return label
 
