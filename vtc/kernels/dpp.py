@@ -94,15 +94,17 @@ def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor, c
         residual = d2.masked_fill(blocked, -torch.inf)
         best = residual.argmax(dim=1)  # first maximum: lower index on ties
         spent = residual[rows, best] <= eps
-        fallback = q.masked_fill(blocked, -torch.inf).argmax(dim=1)
-        pick = torch.where(spent, fallback, best)
+        any_spent = bool(spent.any())  # usually not: skip the fallback's ops
+        pick = torch.where(spent, q.masked_fill(blocked, -torch.inf).argmax(dim=1), best) if any_spent else best
         out[:, step] = torch.where(counts > step, pick, -1)
         blocked[rows, pick] = True
         cos_row = cosines[rows, pick] if cosines is not None else (u @ u[rows, pick][:, :, None])[..., 0]
         row_l = q[rows, pick][:, None] * q * cos_row
         dot = (c[rows, :step, pick][:, None, :] @ c[:, :step])[:, 0]
         scale = torch.maximum(d2[rows, pick], eps).sqrt()[:, None]
-        e = torch.where(spent[:, None], torch.zeros_like(row_l), (row_l - dot) / scale)
+        e = (row_l - dot) / scale
+        if any_spent:
+            e = torch.where(spent[:, None], torch.zeros_like(row_l), e)
         c[:, step] = e
         d2 = d2 - e * e
     return out
