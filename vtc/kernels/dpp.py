@@ -85,29 +85,33 @@ def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor, c
     start = map_start(x, counts, quality, mask)
     if isinstance(start, Tensor):
         return start
-    out, u, q, d2, c, blocked, eps = start
+    out, u, q, d2, c, blocked, eps = start  # d2: the residuals ``d_i^2``
     k_max = out.shape[1]
     rows = torch.arange(x.shape[0], device=x.device)
-    counts = counts.to(x.device)
     cosines = u @ u.transpose(1, 2) if cache else None
+    residual = d2.masked_fill(blocked, -torch.inf)  # -inf marks tokens that may not be picked; it stays
     for step in range(k_max):
-        residual = d2.masked_fill(blocked, -torch.inf)
         best = residual.argmax(dim=1)  # first maximum: lower index on ties
         spent = residual[rows, best] <= eps
         any_spent = bool(spent.any())  # usually not: skip the fallback's ops
-        pick = torch.where(spent, q.masked_fill(blocked, -torch.inf).argmax(dim=1), best) if any_spent else best
-        out[:, step] = torch.where(counts > step, pick, -1)
-        blocked[rows, pick] = True
+        if any_spent:
+            fallback = q.masked_fill(residual == -torch.inf, -torch.inf).argmax(dim=1)
+            pick = torch.where(spent, fallback, best)
+        else:
+            pick = best
+        out[:, step] = pick
+        scale = torch.maximum(residual[rows, pick], eps).sqrt()[:, None]  # -inf only for a finished sample
+        residual[rows, pick] = -torch.inf
         cos_row = cosines[rows, pick] if cosines is not None else (u @ u[rows, pick][:, :, None])[..., 0]
         row_l = q[rows, pick][:, None] * q * cos_row
         dot = (c[rows, :step, pick][:, None, :] @ c[:, :step])[:, 0]
-        scale = torch.maximum(d2[rows, pick], eps).sqrt()[:, None]
         e = (row_l - dot) / scale
         if any_spent:
             e = torch.where(spent[:, None], torch.zeros_like(row_l), e)
         c[:, step] = e
-        d2 = d2 - e * e
-    return out
+        residual = residual - e * e
+    past = torch.arange(k_max, device=x.device)[None, :] >= counts.to(x.device)[:, None]
+    return out.masked_fill(past, -1)
 
 
 class PendingSteps:

@@ -106,15 +106,15 @@ def maxmin_select_cached(x: Tensor, counts: Tensor, mask: Tensor) -> Tensor:
     nearest, partner = sim.max(dim=2)  # first maximum: lower index on ties
     partner = partner.masked_fill((nearest == -torch.inf) | ~mask, -1)
     pick = most_isolated(nearest.masked_fill(~mask, -torch.inf), partner, mask)
-    closest = torch.full((batch, n), -torch.inf, dtype=u.dtype, device=x.device)
-    blocked = ~mask.clone()
-    counts = counts.to(x.device)
+    # +inf marks tokens that may not be picked (masked out or chosen): max(+inf, s) keeps the mark
+    closest = torch.where(mask, -torch.inf, torch.inf).to(u.dtype)
     for step in range(out.shape[1]):
-        out[:, step] = torch.where(counts > step, pick, -1)
-        blocked[rows, pick] = True
+        out[:, step] = pick
+        closest[rows, pick] = torch.inf
         closest = torch.maximum(closest, sim[rows, pick])
-        pick = closest.masked_fill(blocked, torch.inf).argmin(dim=1)
-    return out
+        pick = closest.argmin(dim=1)
+    past = torch.arange(out.shape[1], device=x.device)[None, :] >= counts.to(x.device)[:, None]
+    return out.masked_fill(past, -1)
 
 
 def fold(closest: Tensor, u: Tensor, recent: list[Tensor]) -> Tensor:
