@@ -27,7 +27,6 @@ from torch import Tensor
 from vtc.core.budget import Budget
 from vtc.core.ops import (
     best_match,
-    best_match_batch,
     bottom_indices,
     check_metric,
     pad_rows,
@@ -40,6 +39,7 @@ from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection, split_samples
 from vtc.core.types import VisualTokens
 from vtc.kernels.common import unit
+from vtc.kernels.similarity import similarity_topk
 
 
 def dart_indices(
@@ -74,7 +74,6 @@ def dart_indices_batch(
 ) -> list[Tensor]:
     """``dart_indices`` for a padded batch ``x [B, N, D]``: one sort for the pivots, then one
     ``similarity_topk`` call (``max``) or one ``[B, N, P]`` product (``per_pivot``) and one sort per pivot."""
-    lengths = mask.sum(1).tolist()
     pivots = top_indices_batch(pivot_score, mask, [min(n_pivots, k) for k in ks])
     rest = [k - p.numel() for k, p in zip(ks, pivots, strict=True)]
     u = unit(x)
@@ -83,14 +82,12 @@ def dart_indices_batch(
     taken = torch.zeros(mask.shape, dtype=torch.bool, device=x.device)
     for b, p in enumerate(pivots):
         taken[b, p] = True
-    if allocation == "max":
-        matches = best_match_batch([u[b, :n] for b, n in enumerate(lengths)], anchors)
-        duplication = torch.full(mask.shape, torch.inf, dtype=u.dtype, device=x.device)
-        for b, (values, _) in enumerate(matches):
-            duplication[b, : lengths[b]] = values
-        picks = top_indices_batch(duplication.masked_fill(taken, torch.inf), mask, rest, largest=False)
-        return [torch.cat([p, q]) for p, q in zip(pivots, picks, strict=True)]
     padded, anchor_mask = pad_rows(anchors)
+    if allocation == "max":  # the padded rows go to the kernel as they are: no copy of the [B, N, D] tokens
+        values, _ = similarity_topk(u, padded, 1, mask, anchor_mask)
+        duplication = values[..., 0].masked_fill(~mask | taken, torch.inf)
+        picks = top_indices_batch(duplication, mask, rest, largest=False)
+        return [torch.cat([p, q]) for p, q in zip(pivots, picks, strict=True)]
     sim = u @ padded.transpose(1, 2)  # [B, N, P]: small, P is the number of pivots
     chosen = [[p] for p in pivots]
     splits = [divmod(r, a.shape[0]) for r, a in zip(rest, anchors, strict=True)]
