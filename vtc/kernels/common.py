@@ -73,3 +73,8 @@ def selection_buffer(x: Tensor, counts: Tensor) -> Tensor:
     """The output of a selection kernel: ``[B, max(counts)]`` indices, all ``-1`` to start."""
     k_max = int(counts.max()) if counts.numel() else 0
     return torch.full((x.shape[0], k_max), -1, dtype=torch.long, device=x.device)
+
+
+def unpicked(out: Tensor, counts: Tensor) -> Tensor:
+    """``[B, K]``: the slots of a selection buffer past each sample's count (they read ``-1``)."""
+    return torch.arange(out.shape[1], device=out.device)[None, :] >= counts.to(out.device)[:, None]

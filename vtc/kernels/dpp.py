@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vtc.kernels.common import check_tokens, fits_in_memory, per_sample_k, selection_start
+from vtc.kernels.common import check_tokens, fits_in_memory, per_sample_k, selection_start, unpicked
 from vtc.kernels.dispatch import use_triton
 
 EPS = 1e-5  # relative to the largest q^2 of the sample
@@ -64,16 +64,22 @@ def dpp_select(
 
 
 def map_start(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor) -> Tensor | tuple[Tensor, ...]:
-    """The state every greedy-MAP loop starts from: ``(out, u, q, d2, c, blocked, eps)`` (output buffer, unit
-    rows, masked qualities, residuals ``q^2``, zero Cholesky rows ``[B, K, N]``, blocked tokens, spent
-    threshold), or just ``out`` when nothing is to be selected."""
+    """The state every greedy-MAP loop starts from: ``(out, u, q, d2, c, eps)`` (output buffer, unit rows,
+    masked qualities, residuals ``q^2`` with ``-inf`` marking tokens that may not be picked, zero
+    Cholesky rows ``[B, K, N]``, spent threshold), or just ``out`` when nothing is to be selected. A
+    loop marks each pick ``-inf`` too; subtracting from ``-inf`` keeps the mark."""
     out, u = selection_start(x, counts)
     if u is None:
         return out
     q = quality.to(u.dtype).masked_fill(~mask, 0)
-    d2 = q * q * (u.abs().sum(-1) > 0)  # cos(x_i, x_i) is exactly 1 (0 for a zero row)
+    d2 = (q * q * (u.abs().sum(-1) > 0)).masked_fill(~mask, -torch.inf)  # cos(x_i, x_i) is exactly 1
     c = torch.zeros(x.shape[0], out.shape[1], x.shape[1], dtype=u.dtype, device=x.device)
-    return out, u, q, d2, c, ~mask.clone(), spent_threshold(q)
+    return out, u, q, d2, c, spent_threshold(q)
+
+
+def fallback_pick(q: Tensor, d2: Tensor) -> Tensor:
+    """Per sample, the highest-quality token that may still be picked (once the residuals are spent)."""
+    return q.masked_fill(d2 == -torch.inf, -torch.inf).argmax(dim=1)
 
 
 def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor, cache: bool = False) -> Tensor:
@@ -85,23 +91,18 @@ def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor, c
     start = map_start(x, counts, quality, mask)
     if isinstance(start, Tensor):
         return start
-    out, u, q, d2, c, blocked, eps = start  # d2: the residuals ``d_i^2``
+    out, u, q, d2, c, eps = start
     k_max = out.shape[1]
     rows = torch.arange(x.shape[0], device=x.device)
     cosines = u @ u.transpose(1, 2) if cache else None
-    residual = d2.masked_fill(blocked, -torch.inf)  # -inf marks tokens that may not be picked; it stays
     for step in range(k_max):
-        best = residual.argmax(dim=1)  # first maximum: lower index on ties
-        spent = residual[rows, best] <= eps
+        best = d2.argmax(dim=1)  # first maximum: lower index on ties
+        spent = d2[rows, best] <= eps
         any_spent = bool(spent.any())  # usually not: skip the fallback's ops
-        if any_spent:
-            fallback = q.masked_fill(residual == -torch.inf, -torch.inf).argmax(dim=1)
-            pick = torch.where(spent, fallback, best)
-        else:
-            pick = best
+        pick = torch.where(spent, fallback_pick(q, d2), best) if any_spent else best
         out[:, step] = pick
-        scale = torch.maximum(residual[rows, pick], eps).sqrt()[:, None]  # -inf only for a finished sample
-        residual[rows, pick] = -torch.inf
+        scale = torch.maximum(d2[rows, pick], eps).sqrt()[:, None]  # -inf only for a finished sample
+        d2[rows, pick] = -torch.inf
         cos_row = cosines[rows, pick] if cosines is not None else (u @ u[rows, pick][:, :, None])[..., 0]
         row_l = q[rows, pick][:, None] * q * cos_row
         dot = (c[rows, :step, pick][:, None, :] @ c[:, :step])[:, 0]
@@ -109,9 +110,8 @@ def dpp_select_torch(x: Tensor, counts: Tensor, quality: Tensor, mask: Tensor, c
         if any_spent:
             e = torch.where(spent[:, None], torch.zeros_like(row_l), e)
         c[:, step] = e
-        residual = residual - e * e
-    past = torch.arange(k_max, device=x.device)[None, :] >= counts.to(x.device)[:, None]
-    return out.masked_fill(past, -1)
+        d2 = d2 - e * e
+    return out.masked_fill(unpicked(out, counts), -1)
 
 
 class PendingSteps:
@@ -168,25 +168,24 @@ def fold_pending(u: Tensor, q: Tensor, c: Tensor, d2: Tensor, done: int, pending
 
 
 def refreshed_argmax(
-    u: Tensor, q: Tensor, c: Tensor, d2: Tensor, done: int, pending: PendingSteps, blocked: Tensor,
-    active: Tensor, candidates: int,
+    u: Tensor, q: Tensor, c: Tensor, d2: Tensor, done: int, pending: PendingSteps, active: Tensor, candidates: int,
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """The exact next best token from the ``candidates`` highest folded residuals, or None.
 
-    The folded ``d2`` misses the pending steps, so it bounds each token's true residual from above.
+    The folded ``d2`` misses the pending steps, so it bounds each token's true residual from above
+    (``-inf``: may not be picked).
     The candidates get their true residual; the highest (lower index on ties) is the answer if it is
     strictly above the next bound. Returns the token, its residual and its pending ``e`` values.
     """
     batch, n, _ = u.shape
-    bound = d2.masked_fill(blocked, -torch.inf)
     take = min(candidates + 1, n)
-    high, cand = bound.topk(take, dim=1)
+    high, cand = d2.topk(take, dim=1)
     if take > candidates:
         threshold, high, cand = high[:, candidates], high[:, :candidates], cand[:, :candidates]
     else:
         threshold = torch.full((batch,), -torch.inf, dtype=high.dtype, device=u.device)
     e = pending.rows_at(u, q, c, done, cand)  # [B, pending, m]
-    true = high - (e * e).sum(dim=1)  # blocked candidates keep -inf
+    true = high - (e * e).sum(dim=1)  # candidates that may not be picked keep -inf
     best_value = true.max(dim=1).values
     best = torch.where(true == best_value[:, None], cand, n).min(dim=1).values
     if not bool(((best_value > threshold) | ~active).all()):
@@ -210,7 +209,7 @@ def dpp_select_blocked(
     start = map_start(x, counts, quality, mask)
     if isinstance(start, Tensor):
         return start
-    out, u, q, d2, c, blocked, eps = start
+    out, u, q, d2, c, eps = start
     k_max, batch = out.shape[1], x.shape[0]
     rows = torch.arange(batch, device=x.device)
     counts = counts.to(x.device)
@@ -219,19 +218,17 @@ def dpp_select_blocked(
     for step in range(k_max):
         found = None
         if pending.count:
-            found = refreshed_argmax(u, q, c, d2, done, pending, blocked, counts > step, candidates)
+            found = refreshed_argmax(u, q, c, d2, done, pending, counts > step, candidates)
         if found is None:
             d2, done = fold_pending(u, q, c, d2, done, pending)
-            residual = d2.masked_fill(blocked, -torch.inf)
-            best = residual.argmax(dim=1)
-            found = best, residual[rows, best], torch.zeros(batch, 0, dtype=u.dtype, device=x.device)
+            best = d2.argmax(dim=1)
+            found = best, d2[rows, best], torch.zeros(batch, 0, dtype=u.dtype, device=x.device)
         best, best_value, column = found
         spent = best_value <= eps
-        fallback = q.masked_fill(blocked, -torch.inf).argmax(dim=1)
-        pick = torch.where(spent, fallback, best)
-        out[:, step] = torch.where(counts > step, pick, -1)
-        blocked[rows, pick] = True
+        pick = torch.where(spent, fallback_pick(q, d2), best)
+        out[:, step] = pick
+        d2[rows, pick] = -torch.inf
         pending.add(pick, spent, column, best_value, eps)
         if pending.count == block:
             d2, done = fold_pending(u, q, c, d2, done, pending)
-    return out
+    return out.masked_fill(unpicked(out, counts), -1)

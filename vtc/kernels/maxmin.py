@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vtc.kernels.common import check_tokens, fits_in_memory, per_sample_k, selection_start
+from vtc.kernels.common import check_tokens, fits_in_memory, per_sample_k, selection_start, unpicked
 from vtc.kernels.dispatch import use_triton
 from vtc.kernels.similarity import nearest_other_row, topk_of_unit_rows
 
@@ -100,7 +100,7 @@ def maxmin_select_cached(x: Tensor, counts: Tensor, mask: Tensor) -> Tensor:
         return out
     rows = torch.arange(batch, device=x.device)
     sim = u @ u.transpose(1, 2)
-    sim.diagonal(dim1=1, dim2=2).fill_(-torch.inf)  # in place: chosen and masked tokens are blocked below
+    sim.diagonal(dim1=1, dim2=2).fill_(-torch.inf)  # in place: chosen and masked tokens are marked below
     if not bool(mask.all()):
         sim.masked_fill_(~mask[:, None, :], -torch.inf)
     nearest, partner = sim.max(dim=2)  # first maximum: lower index on ties
@@ -113,8 +113,7 @@ def maxmin_select_cached(x: Tensor, counts: Tensor, mask: Tensor) -> Tensor:
         closest[rows, pick] = torch.inf
         closest = torch.maximum(closest, sim[rows, pick])
         pick = closest.argmin(dim=1)
-    past = torch.arange(out.shape[1], device=x.device)[None, :] >= counts.to(x.device)[:, None]
-    return out.masked_fill(past, -1)
+    return out.masked_fill(unpicked(out, counts), -1)
 
 
 def fold(closest: Tensor, u: Tensor, recent: list[Tensor]) -> Tensor:
@@ -126,25 +125,25 @@ def fold(closest: Tensor, u: Tensor, recent: list[Tensor]) -> Tensor:
 
 
 def refreshed_argmin(
-    u: Tensor, closest: Tensor, blocked: Tensor, recent: list[Tensor], active: Tensor, candidates: int
+    u: Tensor, closest: Tensor, recent: list[Tensor], active: Tensor, candidates: int
 ) -> Tensor | None:
     """The exact next pick from the tokens with the lowest bounds, or None when they cannot prove it.
 
-    ``closest`` misses the ``recent`` picks, so it is a lower bound of each token's true value. The
-    ``candidates`` lowest get their true value; the lowest of those (lower index on ties) is the
-    answer if it is strictly below the next bound, which every other token's true value is at least.
+    ``closest`` misses the ``recent`` picks, so it is a lower bound of each token's true value (``+inf``
+    for tokens that may not be picked). The ``candidates`` lowest get their true value; the lowest of
+    those (lower index on ties) is the answer if it is strictly below the next bound, which every other
+    token's true value is at least.
     """
     batch, n, _ = u.shape
-    bound = closest.masked_fill(blocked, torch.inf)
     take = min(candidates + 1, n)
-    low, cand = bound.topk(take, dim=1, largest=False)
+    low, cand = closest.topk(take, dim=1, largest=False)
     if take > candidates:
         threshold, low, cand = low[:, candidates], low[:, :candidates], cand[:, :candidates]
     else:
         threshold = torch.full((batch,), torch.inf, dtype=low.dtype, device=u.device)
     rows = torch.arange(batch, device=u.device)[:, None]
     fresh = (u[rows, cand] @ torch.stack(recent, dim=2)).amax(dim=2)
-    true = torch.maximum(low, fresh)  # blocked candidates keep +inf
+    true = torch.maximum(low, fresh)  # candidates that may not be picked keep +inf
     best = true.min(dim=1).values
     pick = torch.where(true == best[:, None], cand, n).min(dim=1).values
     if not bool(((best < threshold) | ~active).all()):
@@ -163,21 +162,20 @@ def maxmin_select_blocked(
     k_max = out.shape[1]
     rows = torch.arange(batch, device=x.device)
     pick = most_isolated(*nearest_other_row(u, mask), mask)
-    closest = torch.full((batch, n), -torch.inf, dtype=u.dtype, device=x.device)
-    blocked = ~mask.clone()
+    closest = torch.where(mask, -torch.inf, torch.inf).to(u.dtype)  # +inf: may not be picked (as cached)
     counts = counts.to(x.device)
     recent: list[Tensor] = []
     for step in range(k_max):
-        out[:, step] = torch.where(counts > step, pick, -1)
-        blocked[rows, pick] = True
+        out[:, step] = pick
+        closest[rows, pick] = torch.inf
         recent.append(u[rows, pick])
         if step + 1 == k_max:
             break
         if step == 0 or len(recent) == block:
             closest, recent = fold(closest, u, recent), []
-        found = refreshed_argmin(u, closest, blocked, recent, counts > step + 1, candidates) if recent else None
+        found = refreshed_argmin(u, closest, recent, counts > step + 1, candidates) if recent else None
         if found is None:
             closest, recent = fold(closest, u, recent), []
-            found = closest.masked_fill(blocked, torch.inf).argmin(dim=1)
+            found = closest.argmin(dim=1)
         pick = found
-    return out
+    return out.masked_fill(unpicked(out, counts), -1)
