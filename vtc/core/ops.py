@@ -110,6 +110,25 @@ def density_peak_scores(x: Tensor, k: int, dist: Tensor | None = None) -> Tensor
     return rho * delta
 
 
+def density_peak_clusters(
+    x: Tensor, clusters: int, k: int, dist: Tensor | None = None, by_position: bool = False
+) -> tuple[Tensor, Tensor]:
+    """DPC-KNN on the rows of ``x [M, D]``: the ``clusters`` rows with the highest density-peak scores are the
+    centres (ranked by score, or in row order with ``by_position``), every row joins its nearest centre
+    (the earlier-listed one on ties) and each centre itself. Returns ``(centres, label)``; ``dist`` as in
+    :func:`density_peak_scores`."""
+    if dist is None:
+        x = x.to(work_dtype(x))
+        dist = torch.cdist(x, x) / math.sqrt(x.shape[-1])
+    score = density_peak_scores(x, k, dist)
+    centres = torch.sort(-score, stable=True).indices[:clusters]
+    if by_position:
+        centres = centres.sort().values
+    label = dist[:, centres].argmin(dim=1)
+    label[centres] = torch.arange(clusters, device=dist.device)
+    return centres, label
+
+
 def iqr_outliers(scores: Tensor) -> Tensor:
     """Indices (best first) of the scores above ``Q3 + 1.5 * IQR``; the top score if there are none
     (quartiles by linear interpolation, as PruMerge's outlier rule)."""

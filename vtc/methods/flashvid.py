@@ -41,7 +41,7 @@ from torch import Tensor
 from vtc.core.budget import Budget
 from vtc.core.ops import (
     as_layers,
-    density_peak_scores,
+    density_peak_clusters,
     largest_remainder,
     select_layers,
     split_even,
@@ -183,11 +183,7 @@ def cluster_roots(x: Tensor, clusters: int, gram: Tensor | None = None) -> Tenso
         gram = xf @ xf.T
     squared = gram.diagonal()
     dist = (squared[:, None] + squared[None, :] - 2 * gram).clamp_min(0).sqrt() / math.sqrt(x.shape[-1])
-    score = density_peak_scores(xf, min(7, clusters), dist)
-    centres = torch.sort(-score, stable=True).indices[:clusters]
-    label = dist[:, centres].argmin(dim=1)
-    label[centres] = torch.arange(clusters, device=x.device)
-    return label
+    return density_peak_clusters(xf, clusters, min(7, clusters), dist)[1]
 
 
 @register("flashvid", paper="arXiv:2602.08024", signals=("cls_attn",), video=True, encoder_layers="layers")

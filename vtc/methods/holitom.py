@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import as_layers, density_peak_scores, largest_remainder, select_layers, top_indices, work_dtype
+from vtc.core.ops import as_layers, density_peak_clusters, largest_remainder, select_layers, top_indices, work_dtype
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
 
@@ -70,17 +70,6 @@ def optimal_segments(similarity: Tensor, tau: float, max_window: int = 1024) -> 
         segments.append((start[i], i))
         i = start[i] - 1
     return segments[::-1]
-
-
-def cluster_static(x: Tensor, clusters: int) -> tuple[Tensor, Tensor]:
-    """``(centres, label)`` for ``x [M, D]``: ``clusters`` density-peak centres in position order, each row's
-    centre (nearest; the lower position on ties), centres labelled themselves."""
-    score = density_peak_scores(x, min(NEIGHBOURS, clusters))
-    centres = torch.sort(torch.sort(-score, stable=True).indices[:clusters]).values
-    xf = x.to(work_dtype(x))
-    label = torch.cdist(xf, xf[centres]).argmin(dim=1)
-    label[centres] = torch.arange(clusters, device=x.device)
-    return centres, label
 
 
 @dataclass
@@ -140,7 +129,8 @@ def holitom_slots(frames: Tensor, attention: Tensor, segments: list[Segment], co
         clusters = next(counts)
         if positions.numel() and clusters:
             means = x[seg.start : seg.end + 1, seg.static].mean(0)  # [Ns, D]
-            centres, label = cluster_static(means, min(clusters, positions.numel()))
+            count = min(clusters, positions.numel())  # centres in position order, as the official code
+            centres, label = density_peak_clusters(means, count, min(NEIGHBOURS, count), by_position=True)
             for c, centre in enumerate(centres.tolist()):
                 members = (label == c).nonzero()[:, 0]
                 others = members[members != centre]

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import density_peak_scores, largest_remainder, work_dtype
+from vtc.core.ops import density_peak_clusters, largest_remainder, work_dtype
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
 
@@ -46,14 +46,7 @@ MIN_TO_CLUSTER = 14  # sets of at most this many tokens are not clustered (offic
 
 def dpc_knn(x: Tensor, clusters: int, k: int = NEIGHBOURS) -> Tensor:
     """Cluster id of each row of ``x [M, D]``: ids rank the centres by density-peak score."""
-    m = x.shape[0]
-    clusters = max(1, min(clusters, m))
-    score = density_peak_scores(x, k)
-    centres = torch.sort(-score, stable=True).indices[:clusters]
-    xf = x.to(work_dtype(x))
-    label = torch.cdist(xf, xf[centres]).argmin(dim=1)  # first minimum: the higher-scoring centre
-    label[centres] = torch.arange(clusters, device=x.device)
-    return label
+    return density_peak_clusters(x, max(1, min(clusters, x.shape[0])), k)[1]
 
 
 def runs(labels: list[int]) -> list[tuple[int, int, int]]:
