@@ -46,6 +46,7 @@ from torch import Tensor
 
 from vtc.core.registry import Compressor
 from vtc.core.spec import MethodSpec, check_specs
+from vtc.kernels.bench import PeakMemory
 from vtc.models.apply import apply
 from vtc.models.registry import adapter_for
 from vtc.models.run import cls_substitute_for, tokens_after, visual_counts
@@ -268,17 +269,14 @@ class Bench:
         generate = {"do_sample": False, "pad_token_id": 0}
         try:
             with torch.no_grad():
-                if self.cuda:
-                    torch.cuda.reset_peak_memory_stats()
-                    base = torch.cuda.memory_allocated()
                 llm.on = tower.on = True
-                self.sync()
-                start = time.perf_counter()
-                self.model(**inputs, **self.forward_extra)
-                self.sync()
-                prefill = time.perf_counter() - start
+                with PeakMemory("cuda" if self.cuda else "cpu") as memory:
+                    start = time.perf_counter()
+                    self.model(**inputs, **self.forward_extra)
+                    self.sync()
+                    prefill = time.perf_counter() - start
                 llm.on = tower.on = False
-                peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if self.cuda else None
+                peak = memory.mib if self.cuda else None  # CPU RSS of a model run says little: CUDA only
                 stats = handle.stats[0] if handle is not None and handle.stats else None
                 ttft, decode = self.timed_generate(inputs, generate)
         finally:

@@ -129,28 +129,28 @@ def reset_peak_rss() -> None:
         pass
 
 
-def peak_rss_mib() -> float:
-    """This process's peak resident memory since the last :func:`reset_peak_rss` (else since it started), MiB."""
+def status_mib(field: str) -> float | None:
+    """A memory field of /proc/self/status (``VmHWM``, ``VmRSS``) in MiB; None where /proc is missing."""
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return None
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory since the last :func:`reset_peak_rss` (else since it started), MiB."""
+    peak = status_mib("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if peak is None else peak
 
 
 def rss_mib() -> float:
     """This process's resident memory now, MiB (the peak where /proc is missing)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return peak_rss_mib()
+    now = status_mib("VmRSS")
+    return peak_rss_mib() if now is None else now
 
 
 class PeakMemory:
