@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import torch
 
-from vtc.core.registry import list_methods
+from vtc.core.registry import get_info, list_methods
 from vtc.core.spec import MethodSpec
 from vtc.core.text import format_table
 from vtc.core.types import VisualTokens
@@ -38,9 +38,9 @@ def synthetic_tokens(batch: int, frames: int, side: int, dim: int, layers: int, 
 
 
 def measure_method(name: str, ratio: float, batch: int, frames: int, side: int, dim: int, repeats: int,
-                   seed: int, device: str, adaptive: bool = False) -> tuple[float, list[int], float | None]:
-    """Median ms per batch, tokens kept per sample, and peak extra MiB (None unless measured here)."""
-    own = adaptive and next(m for m in list_methods() if m.name == name).adaptive
+                   seed: int, device: str, adaptive: bool = False) -> tuple[float, list[int], float]:
+    """Median ms per batch, tokens kept per sample, and peak extra MiB (meaningful in a fresh process)."""
+    own = adaptive and get_info(name).adaptive
     compressor = MethodSpec(name, {"budget": "adaptive"} if own else {"ratio": ratio}).build()
     tokens = synthetic_tokens(batch, frames, side, dim, max(1, len(compressor.encoder_layers)), seed, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

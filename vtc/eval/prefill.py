@@ -51,7 +51,6 @@ from vtc.models.apply import apply
 from vtc.models.registry import adapter_for
 from vtc.models.run import cls_substitute_for, tokens_after, visual_counts
 
-DEFAULT_METHODS = "pool,divprune,visionzip,fastv"
 OVERHEAD_TARGET = 0.01
 EFFICIENCY_TARGET = 0.85
 
@@ -79,7 +78,6 @@ class TimedCompressor(Compressor):
 class LayerRecord:
     seconds: float
     tokens: int  # per sample
-    samples: int
 
 
 class LayerClock:
@@ -110,16 +108,11 @@ class LayerClock:
                 return
             self.sync()
             hidden = args[0] if args else kwargs["hidden_states"]
-            if hidden.ndim == 3:  # [B, S, h]
-                samples, tokens = hidden.shape[0], hidden.shape[1]
-            else:  # packed [sum of tokens, h] (Qwen's vision blocks): equal images per row
-                samples, tokens = self.batch, hidden.shape[0] // self.batch
-            self.records[i].append(LayerRecord(time.perf_counter() - self._start[i], int(tokens), int(samples)))
+            # [B, S, h], or packed [sum of tokens, h] (Qwen's vision blocks) with equal images per row
+            tokens = hidden.shape[1] if hidden.ndim == 3 else hidden.shape[0] // self.batch
+            self.records[i].append(LayerRecord(time.perf_counter() - self._start[i], int(tokens)))
 
         return hook
-
-    def clear(self) -> None:
-        self.records = [[] for _ in self.records]
 
     def remove(self) -> None:
         for h in self._handles:
