@@ -25,14 +25,13 @@ fixtures generated from it (tests/test_parity_video.py). An image is a one-frame
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import bottom_indices, work_dtype
+from vtc.core.ops import bottom_indices, largest_remainder, work_dtype
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
 
@@ -75,13 +74,8 @@ def frame_budgets(scales: Tensor, n: int, total: int | None = None) -> Tensor:
     quotas = scales * n
     if total is None:
         return quotas.round().long().clamp(min=1)
-    quotas = quotas.double() * total / quotas.double().sum().clamp_min(1e-12)
-    budgets = quotas.floor().long().clamp(max=n)
-    while int(budgets.sum()) < total:
-        room = budgets < n
-        remainder = (quotas - budgets).masked_fill(~room, -math.inf)
-        budgets[int(torch.argmax(remainder))] += 1  # first maximum: the earlier frame on ties
-    return budgets
+    counts = largest_remainder(quotas.double().tolist(), [n] * quotas.numel(), total)
+    return torch.tensor(counts, dtype=torch.long, device=scales.device)
 
 
 def vidcom2_indices(frames: Tensor, k: int, ratio: float, temperature: float) -> Tensor:
