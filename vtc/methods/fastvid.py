@@ -99,7 +99,7 @@ def exact_plan(t: int, n: int, k: int, d: float, p: int, segments: list[int]) ->
 def fastvid_select(frames: Tensor, attention: Tensor, plan: Plan, beta: float) -> tuple[Tensor, Tensor]:
     """``(rep [T N], features [K, D])`` for ``frames [T, N, D]`` and ``attention [T, N]`` under ``plan``."""
     t, n, dim = frames.shape
-    x = frames.to(work_dtype(frames))
+    flat = frames.to(work_dtype(frames)).reshape(t * n, dim)
     rep = torch.full((t * n,), -1, dtype=torch.long, device=frames.device)
     slot_features: dict[int, Tensor] = {}
     rest = []  # per frame: flat indices of its non-salient tokens, ascending
@@ -107,11 +107,10 @@ def fastvid_select(frames: Tensor, attention: Tensor, plan: Plan, beta: float) -
         salient = top_indices(attention[f], plan.salient[f]) + f * n
         rep[salient] = salient
         for i in salient.tolist():
-            slot_features[i] = x.reshape(t * n, dim)[i]
+            slot_features[i] = flat[i]
         taken = torch.zeros(n, dtype=torch.bool, device=frames.device)
         taken[salient - f * n] = True
         rest.append((~taken).nonzero()[:, 0] + f * n)
-    flat = x.reshape(t * n, dim)
     unit = torch.nn.functional.normalize(flat, dim=-1)
     start = 0
     for length in plan.segments:
