@@ -161,14 +161,14 @@ def flashvid_rep(frames: Tensor, attention: Tensor, k: int, threshold: float, mi
             if not shares[f] or not mine.numel():
                 continue
             if shares[f] >= mine.numel():
-                centre_of = mine
+                slot_root = mine  # every root its own slot
             else:
                 label = cluster_roots(seg[f, mine], shares[f], grams[f][mine][:, mine])
-                centre = torch.full((shares[f],), n, dtype=torch.long, device=frames.device).scatter_reduce(
-                    0, label, mine, reduce="amin")
-                centre_of = centre[label]
+                lowest = torch.full((shares[f],), n, dtype=torch.long, device=frames.device).scatter_reduce(
+                    0, label, mine, reduce="amin")  # a cluster is represented by its earliest root
+                slot_root = lowest[label]
             head = (start + f) * n
-            slot_of_root[head + mine] = head + centre_of
+            slot_of_root[head + mine] = head + slot_root
         members = free.flatten().nonzero()[:, 0]  # unselected tokens of the segment (segment-local flat)
         rep[start * n + members] = slot_of_root[root.flatten()[members]]
         start += length
