@@ -315,6 +315,8 @@ def test_quota_budgets_follow_question_relevance():
     assert int(per_frame.argmax()) == 2
     plain = vtc.build("quota", ratio=0.25, mode="avg")(vtc.VisualTokens(x, grid=torch.tensor([[t, h, w]])))
     assert torch.bincount(plain.index[0, :k] // (h * w), minlength=t).tolist() == [3, 3, 3, 3]
+    for j in range(k):  # avg: each slot is the mean of its cell
+        torch.testing.assert_close(plain.features[0, j], x[0][plain.assign[0] == j].mean(0))
 
 
 FLASHVID = load_fixtures("flashvid")

@@ -94,13 +94,9 @@ class QuoTA:
                 continue
             cells = cell_of((1, h, w), count)
             rep[f * h * w : (f + 1) * h * w] = cell_representatives(cells, count).to(rep.device) + f * h * w
-            if count == h * w:  # a frame kept whole stays as it is
+            if self.mode == "bilinear" and count == h * w:  # a frame kept whole stays as it is
                 pieces.append(frames[f].to(work_dtype(frames)))
             elif self.mode == "bilinear":
                 pieces.append(bilinear_cells(frames[f], (1, h, w), count))
-            else:
-                x = frames[f].to(work_dtype(frames))
-                pieces.append(torch.zeros(count, x.shape[-1], dtype=x.dtype, device=x.device).index_add_(
-                    0, cells.to(x.device), x) / torch.bincount(cells, minlength=count).to(x)[:, None])
-        features = torch.cat(pieces).to(sample.features.dtype)
+        features = torch.cat(pieces).to(sample.features.dtype) if pieces else None  # avg: the cells' means
         return Selection(rep, features=features, info={"frames_kept": sum(1 for c in counts if c)})
