@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from vtc.core.budget import Budget
-from vtc.core.ops import as_layers, select_layers, top_indices, top_indices_batch
+from vtc.core.ops import as_layers, most_attended_batch, select_layers, top_indices
 from vtc.core.registry import register
 from vtc.core.selection import Sample, Selection
 from vtc.core.types import VisualTokens
@@ -50,6 +50,5 @@ class ClsAttention:
 
     def select_batch(self, tokens: VisualTokens, budget: Budget) -> list[Selection]:
         scores = select_layers(tokens.cls_attn.transpose(0, 1), self.layers, "cls_attention").mean(0)  # [B, N]
-        counts = [budget.resolve(n, mass=scores[b, :n]) for b, n in enumerate(tokens.lengths.tolist())]
-        picks = top_indices_batch(scores, tokens.mask, counts)
+        picks = most_attended_batch(scores, tokens.mask, budget)
         return [Selection.keep(p, n) for p, n in zip(picks, tokens.lengths.tolist(), strict=True)]
